@@ -1,0 +1,3 @@
+from dcomp.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Entropy coders shared by the methods: canonical Huffman and the multi-stream symbol coder."""

@@ -1,0 +1,135 @@
+"""Code several symbol streams (bytes 0..255) into one blob, each with the cheapest coder.
+
+Huffman spends at least one bit per symbol, which is far too much on flat regions and
+graphics, where nearly every residual is zero; there a general-purpose coder (zstd) over
+the stream wins, and random data is stored as is. The choice is made per stream.
+All Huffman code lengths are compressed together: tables of neighbouring contexts look
+alike, so one zstd frame over all of them is much smaller than one per table.
+"""
+from __future__ import annotations
+
+import numpy as np
+import zstandard
+
+from dcomp.container import read_varint, write_varint
+from dcomp.entropy import huffman
+
+EMPTY, HUFFMAN, ZSTD, STORED = 0, 1, 2, 3
+ZSTD_LEVEL = 12
+# Try zstd on a stream only when Huffman is close to its 1-bit floor or the stream is short:
+# elsewhere it never wins and costs encode time.
+ZSTD_TRY_BITS = 1.6
+
+
+def _entropy_bits(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum() * counts.sum())
+
+
+def encode(streams: list[np.ndarray]) -> bytes:
+    kinds, counts, payloads, all_lengths = [], [], [], []
+    for symbols in streams:
+        symbols = np.asarray(symbols, dtype=np.uint8)
+        counts.append(len(symbols))
+        if len(symbols) == 0:
+            kinds.append(EMPTY)
+            payloads.append(b"")
+            continue
+        hist = np.bincount(symbols, minlength=256)
+        lengths = huffman.code_lengths(hist)
+        huff_bits = int((hist * lengths).sum())
+        options = [(len(symbols), STORED, symbols.tobytes(), None)]
+        # Table cost estimate: about 2 bits per used symbol after joint compression.
+        options.append((huff_bits / 8 + np.count_nonzero(lengths) / 4 + 2 + 3 * (len(symbols) // 4096),
+                        HUFFMAN, None, lengths))
+        if huff_bits < ZSTD_TRY_BITS * len(symbols) or len(symbols) < 4096:
+            packed = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(symbols.tobytes())
+            options.append((len(packed) + 2, ZSTD, packed, None))
+        _, kind, payload, lengths = min(options, key=lambda o: o[0])
+        if kind == HUFFMAN:
+            data, sync = huffman.encode(symbols, lengths)
+            deltas = np.diff(np.concatenate([[0], sync]))
+            payload = b"".join(write_varint(int(d)) for d in deltas) + write_varint(len(data)) + data
+            all_lengths.append(lengths)
+        elif kind == ZSTD:
+            payload = write_varint(len(payload)) + payload
+        kinds.append(kind)
+        payloads.append(payload)
+    out = [write_varint(len(streams))]
+    out += [bytes([k]) + write_varint(c) for k, c in zip(kinds, counts)]
+    if all_lengths:
+        table = np.stack(all_lengths).astype(np.uint8)
+        # Lengths are at most 12: two per byte.
+        nibbles = (table[:, 0::2] << 4) | table[:, 1::2]
+        packed = zstandard.ZstdCompressor(level=19).compress(nibbles.tobytes())
+        out += [write_varint(len(packed)), packed]
+    return b"".join(out + payloads)
+
+
+def decode(data: bytes, pos: int = 0) -> tuple[list[np.ndarray], int]:
+    """Inverse of encode; return the streams and the position after them. ValueError on bad data."""
+    n, pos = read_varint(data, pos, "stream table")
+    if n > 4096:
+        raise ValueError("too many streams")
+    kinds, counts = [], []
+    for _ in range(n):
+        if pos >= len(data):
+            raise ValueError("truncated stream table")
+        kinds.append(data[pos])
+        count, pos = read_varint(data, pos + 1, "stream table")
+        counts.append(count)
+    n_huff = sum(k == HUFFMAN for k in kinds)
+    tables = np.zeros((0, 256), dtype=np.uint8)
+    if n_huff:
+        size, pos = read_varint(data, pos, "code lengths")
+        try:
+            raw = zstandard.ZstdDecompressor().decompress(data[pos:pos + size], max_output_size=128 * n_huff)
+        except zstandard.ZstdError as exc:
+            raise ValueError("bad code lengths") from exc
+        if len(raw) != 128 * n_huff:
+            raise ValueError("bad code lengths")
+        nib = np.frombuffer(raw, dtype=np.uint8).reshape(n_huff, 128)
+        tables = np.empty((n_huff, 256), dtype=np.uint8)
+        tables[:, 0::2], tables[:, 1::2] = nib >> 4, nib & 15
+        pos += size
+    results: list[np.ndarray | None] = [None] * n
+    pending, pending_index = [], []
+    for i, (kind, count) in enumerate(zip(kinds, counts)):
+        if kind == EMPTY:
+            if count:
+                raise ValueError("empty stream with symbols")
+            results[i] = np.zeros(0, dtype=np.uint8)
+        elif kind == STORED:
+            if pos + count > len(data):
+                raise ValueError("truncated stored stream")
+            results[i] = np.frombuffer(data, dtype=np.uint8, count=count, offset=pos).copy()
+            pos += count
+        elif kind == ZSTD:
+            size, pos = read_varint(data, pos, "stream")
+            try:
+                raw = zstandard.ZstdDecompressor().decompress(data[pos:pos + size], max_output_size=count)
+            except zstandard.ZstdError as exc:
+                raise ValueError("bad zstd stream") from exc
+            if len(raw) != count:
+                raise ValueError("zstd stream has the wrong length")
+            results[i] = np.frombuffer(raw, dtype=np.uint8).copy()
+            pos += size
+        elif kind == HUFFMAN:
+            sync = []
+            offset = 0
+            for _ in range((count - 1) // huffman.SYNC_INTERVAL):
+                delta, pos = read_varint(data, pos, "sync points")
+                offset += delta
+                sync.append(offset)
+            size, pos = read_varint(data, pos, "stream")
+            if pos + size > len(data):
+                raise ValueError("truncated Huffman stream")
+            pending.append(huffman.HuffmanStream(data[pos:pos + size], tables[len(pending)], count,
+                                                 np.asarray(sync, dtype=np.int64)))
+            pending_index.append(i)
+            pos += size
+        else:
+            raise ValueError(f"unknown stream coder {kind}")
+    for i, out in zip(pending_index, huffman.decode_many(pending)):
+        results[i] = out
+    return results, pos  # type: ignore[return-value]

@@ -1,0 +1,47 @@
+"""Method names and ids to codec objects. A new method is one entry here and one module.
+
+Method modules are imported only when asked for, so the CLI starts fast and a method's
+heavy dependencies (torch) load only when that method is used.
+"""
+from __future__ import annotations
+
+import os
+from importlib import import_module
+from pathlib import Path
+
+from dcomp.errors import UnknownMethodError
+from dcomp.methods.base import Codec
+
+# name -> (method id, module, class, weights file)
+METHODS: dict[str, tuple[int, str, str, str]] = {
+    "mlp": (1, "dcomp.methods.mlp", "MlpCodec", "mlp.npz"),
+}
+
+_cache: dict[str, Codec] = {}
+
+
+def weights_dir() -> Path:
+    """DCOMP_WEIGHTS_DIR, else the `weights/` folder of the source tree."""
+    env = os.environ.get("DCOMP_WEIGHTS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "weights"
+
+
+def names() -> list[str]:
+    return list(METHODS)
+
+
+def get(name: str) -> Codec:
+    if name not in METHODS:
+        raise UnknownMethodError(f"unknown method '{name}' (choose from: {', '.join(METHODS)})")
+    if name not in _cache:
+        _, module, cls, weights = METHODS[name]
+        _cache[name] = getattr(import_module(module), cls)(weights_dir() / weights)
+    return _cache[name]
+
+
+def by_id(method_id: int) -> Codec:
+    for name, (mid, *_) in METHODS.items():
+        if mid == method_id:
+            return get(name)
+    raise UnknownMethodError(f"unknown method id {method_id} (this dcomp knows: "
+                             + ", ".join(f"{m[0]}={n}" for n, m in METHODS.items()) + ")")

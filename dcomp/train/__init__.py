@@ -1,0 +1,1 @@
+"""Training commands (they import torch; the codecs' decoders do not need it)."""
