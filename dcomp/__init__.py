@@ -1,6 +1,13 @@
 """dcomp: a command-line image codec built on deep learning, with its own .dcz format."""
-from dcomp.api import compress, decompress, info
-from dcomp.errors import DcompError
+import os
+
+# The codecs run many small matrix products; OpenBLAS threads spinning against another busy
+# process cost 10x more than they gain (measured), so one thread unless the user says otherwise.
+# Must precede the first numpy import to take effect.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from dcomp.api import compress, decompress, info  # noqa: E402
+from dcomp.errors import DcompError  # noqa: E402
 
 __all__ = ["compress", "decompress", "info", "DcompError"]
 __version__ = "0.1.0"

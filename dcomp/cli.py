@@ -12,16 +12,12 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-# The codecs run many small matrix products; BLAS threads spinning against another busy
-# process cost far more than they gain, so one thread unless the user says otherwise.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from dcomp.errors import DcompError  # noqa: E402
+from dcomp.errors import DcompError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="dcomp: image compression with learned codecs and its own .dcz format.")
@@ -234,6 +230,100 @@ def methods(json_out: bool = typer.Option(False, "--json", help="Print as JSON."
     for r in rows:
         table.add_row(r["method"], str(r["id"]), r["kind"], r["qualities"], r["weights"])
     Console().print(table)
+
+
+@app.command()
+def bench(
+    dataset: str = typer.Option(..., "--dataset", help="cifar10, kodak (downloaded and cached), or a folder of "
+                                                       "images / a cifar-10-batches-py folder or archive."),
+    methods_: Optional[str] = typer.Option(None, "--methods", help="dcomp methods, comma-separated (default: all)."),
+    codecs: Optional[str] = typer.Option(None, "--codecs",
+                                         help="Classical codecs: jpeg,jpeg2000,webp,avif,jxl,png,webp-lossless,"
+                                              "jpeg2000-lossless,jxl-lossless,jpegls (default: all installed)."),
+    qualities: Optional[str] = typer.Option(None, "--qualities", help="Qualities of the lossy dcomp methods, "
+                                                                      "e.g. 1,2,4,8 (default: all)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    jobs: int = typer.Option(1, "--jobs", help="Images measured in parallel processes."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: results/bench-DATASET)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Cache for downloaded data sets "
+                                                                      "(default $DCOMP_DATA_DIR or ~/.cache/dcomp)."),
+    split: str = typer.Option("test", "--split", help="CIFAR-10 split: test or train."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the points already in the results folder."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on standard output."),
+) -> None:
+    """Rate-distortion benchmark of dcomp's methods against the classical codecs.
+
+    Writes points (JSONL, CSV), a summary (JSON), RD plots (PNG, SVG), a BD-rate table and a
+    Markdown report to the results folder; prints the tables. Ctrl-C keeps what was measured;
+    --resume continues.
+    """
+    from dcomp import registry
+    from dcomp.bench import report, runner
+    from dcomp.classical import CODECS
+
+    try:
+        method_list = [m for m in (methods_.split(",") if methods_ else registry.names()) if m]
+        for m in method_list:
+            registry.get(m)
+        codec_list = [c for c in (codecs.split(",") if codecs else list(CODECS)) if c]
+        unknown = [c for c in codec_list if c not in CODECS]
+        if unknown:
+            raise UsageError(f"unknown codec(s) {', '.join(unknown)} (choose from: {', '.join(CODECS)})")
+        q_list = [int(q) for q in qualities.split(",")] if qualities else None
+        if jobs < 1 or (limit is not None and limit < 1):
+            raise UsageError("--jobs and --limit must be positive")
+    except (UsageError, ValueError, DcompError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+    name = Path(dataset).name if dataset not in ("cifar10", "kodak") else dataset
+    out_dir = out or Path("results") / f"bench-{name}"
+    config = runner.BenchConfig(dataset, method_list, codec_list, q_list, limit, device, jobs,
+                                str(data_dir) if data_dir else None, split)
+    log = lambda m: err.print(m, highlight=False, markup=False)  # noqa: E731
+    interrupted = False
+    try:
+        points = runner.run(config, out_dir, resume=resume, log=log)
+    except KeyboardInterrupt:
+        interrupted = True
+        err.print("interrupted: writing the report from the points measured so far (--resume continues)")
+        path = out_dir / "points.jsonl"
+        points = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    except DcompError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    title = f"dcomp bench on {name}"
+    summary = report.build(points, out_dir, title)
+    if json_out:
+        print(json.dumps(summary, indent=1))
+    else:
+        _print_bench_tables(summary)
+    err.print(f"results in {out_dir}/ (report.md, summary.json, points.csv, rd-*.png)", highlight=False)
+    if interrupted:
+        raise typer.Exit(130)
+
+
+def _print_bench_tables(summary: dict) -> None:
+    console = Console(width=140)
+    lossless = summary["lossless"]
+    if lossless:
+        ref = lossless.get("jxl-lossless", {}).get("bpsp")
+        t = Table("codec", "bits/sub-pixel", "vs JPEG XL", "bit-exact", "encode s", "decode s", "peak MB",
+                  title=summary["title"] + ": lossless")
+        for name, s in sorted(lossless.items(), key=lambda kv: kv[1]["bpsp"]):
+            t.add_row(name, f"{s['bpsp']:.3f}", f"{100 * (s['bpsp'] / ref - 1):+.1f}%" if ref else "-",
+                      "yes" if s["exact"] else "NO", f"{s['encode_s']:.3f}", f"{s['decode_s']:.3f}",
+                      f"{s['peak_mb']:.0f}")
+        console.print(t)
+    curves = summary["curves"]
+    if curves:
+        bd = summary["bd_rate_psnr"]
+        anchors = [a for a in ("jpeg", "jpeg2000", "webp", "avif") if a in curves]
+        t = Table("codec", "points", "bpp range", "PSNR range", *[f"BD-rate vs {a}" for a in anchors],
+                  title=summary["title"] + ": lossy (BD-rate on PSNR, negative is better)")
+        for name, pts in sorted(curves.items()):
+            t.add_row(name, str(len(pts)), f"{pts[0]['bpp']:.2f}–{pts[-1]['bpp']:.2f}",
+                      f"{pts[0]['psnr']:.1f}–{pts[-1]['psnr']:.1f}",
+                      *[f"{bd[name][a]:+.1f}%" if bd[name].get(a) is not None else "-" for a in anchors])
+        console.print(t)
 
 
 @train_app.command("mlp")

@@ -91,6 +91,8 @@ def train(data_dir: Path, out: Path, steps: int = 6000, hidden: tuple[int, int] 
           batch: int = 2048, seed: int = 0, resume: bool = False, log=print) -> dict:
     import torch
 
+    # Small batches of a small MLP: one thread avoids OpenMP spin-waiting against other work.
+    torch.set_num_threads(1)
     torch.manual_seed(seed)
     paths = list_images(data_dir)
     if len(paths) < 2:
@@ -99,7 +101,7 @@ def train(data_dir: Path, out: Path, steps: int = 6000, hidden: tuple[int, int] 
     train_paths, val_paths = paths[:-n_val], paths[-n_val:]
     log(f"{len(train_paths)} training images, {len(val_paths)} validation images")
     t0 = time.time()
-    train_set = build_set(train_paths, 20000, seed)
+    train_set = build_set(train_paths, 40000, seed)
     val_set = build_set(val_paths, 20000, seed + 1)
     log(f"sampled pixels in {time.time() - t0:.1f}s")
     arrays: dict[str, np.ndarray] = {}

@@ -1,0 +1,180 @@
+"""Lossless benchmark: `mlp` through the real CLI (start-up included), its linear-predictor
+ablation, and the classical lossless codecs from the same run, on a folder of images.
+
+    python -m dcomp.bench.lossless --dataset ../shared/data/kodak
+    python -m dcomp.bench.lossless --memory ../shared/data/photos-train/001.png
+
+Bits per sub-pixel are file bits / (W * H * channels); every codec's output is decoded
+and compared with the original.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from dcomp import container, registry
+from dcomp.bench import synthetic
+from dcomp.classical import available_codecs
+from dcomp.imageio import list_images, to_array
+
+LOSSLESS_CODECS = ["png", "jpegls", "jpeg2000-lossless", "webp-lossless", "jxl-lossless"]
+console = Console(width=120)
+
+
+def _cli() -> list[str]:
+    exe = shutil.which("dcomp")
+    return [exe] if exe else [sys.executable, "-m", "dcomp"]
+
+
+def _run_cli(args: list[str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(_cli() + args, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dcomp {' '.join(args)} failed: {proc.stderr.strip()}")
+    return time.perf_counter() - start
+
+
+def mlp_through_cli(path: Path, work: Path) -> dict:
+    """Compress and decompress one image with the CLI; sizes, wall times, exactness."""
+    dcz, png = work / (path.stem + ".dcz"), work / (path.stem + ".out.png")
+    enc = _run_cli(["compress", str(path), "-m", "mlp", "-o", str(dcz), "--force"])
+    dec = _run_cli(["decompress", str(dcz), "-o", str(png), "--force"])
+    with Image.open(path) as a, Image.open(png) as b:
+        exact = bool(np.array_equal(to_array(a)[0], to_array(b)[0]))
+    return {"bytes": dcz.stat().st_size, "encode_s": enc, "decode_s": dec, "exact": exact}
+
+
+def mlp_linear_ablation(arr: np.ndarray, mode: str) -> int:
+    """File size with a per-image least-squares linear predictor in place of the network."""
+    codec = registry.get("mlp")
+    sections = codec.encode(arr, None, "cpu", predictor="linear")
+    header = container.Header(codec.method_id, codec.model_id(), arr.shape[1], arr.shape[0], mode)
+    return len(container.Container(header, sections).to_bytes())
+
+
+def run_dataset(dataset: Path, limit: int | None, codec_names: list[str]) -> dict:
+    paths = list_images(dataset)[:limit]
+    if not paths:
+        raise SystemExit(f"no images in {dataset}")
+    codecs, notes = available_codecs(codec_names)
+    for note in notes:
+        console.print(f"[yellow]skipped[/] {note}")
+    rows: dict[str, list[dict]] = {"mlp": [], "mlp-linear (ablation)": []}
+    rows.update({c.name: [] for c in codecs})
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, path in enumerate(paths, 1):
+            with Image.open(path) as im:
+                arr, mode = to_array(im)
+            subpixels = arr.size
+            r = mlp_through_cli(path, Path(tmp))
+            rows["mlp"].append({"image": path.name, "bpsp": r["bytes"] * 8 / subpixels, **r})
+            size = mlp_linear_ablation(arr, mode)
+            rows["mlp-linear (ablation)"].append({"image": path.name, "bpsp": size * 8 / subpixels})
+            flat = arr[:, :, 0] if arr.shape[2] == 1 else arr
+            for codec in codecs:
+                start = time.perf_counter()
+                data = codec.encode(flat, None)
+                mid = time.perf_counter()
+                back = codec.decode(data, flat.shape)
+                end = time.perf_counter()
+                rows[codec.name].append({"image": path.name, "bpsp": len(data) * 8 / subpixels,
+                                         "encode_s": mid - start, "decode_s": end - mid,
+                                         "exact": bool(np.array_equal(back, flat))})
+            console.print(f"[{i}/{len(paths)}] {path.name}: mlp {rows['mlp'][-1]['bpsp']:.3f} bpsp, "
+                          f"enc {r['encode_s']:.2f} s, dec {r['decode_s']:.2f} s", highlight=False)
+    return rows
+
+
+def summarize(rows: dict[str, list[dict]], title: str) -> dict:
+    summary = {}
+    for name, items in rows.items():
+        s = {"bpsp": float(np.mean([x["bpsp"] for x in items]))}
+        for key in ("encode_s", "decode_s"):
+            if key in items[0]:
+                s[key + "_mean"] = float(np.mean([x[key] for x in items]))
+                s[key + "_max"] = float(np.max([x[key] for x in items]))
+        if "exact" in items[0]:
+            s["exact"] = all(x["exact"] for x in items)
+        summary[name] = s
+    ref = summary.get("jxl-lossless", {}).get("bpsp")
+    table = Table(title=title)
+    for col in ("codec", "bits/sub-pixel", "vs JPEG XL", "bit-exact", "encode s (mean/max)", "decode s (mean/max)"):
+        table.add_column(col, justify="left" if col == "codec" else "right")
+    for name, s in sorted(summary.items(), key=lambda kv: kv[1]["bpsp"]):
+        table.add_row(name, f"{s['bpsp']:.3f}", f"{100 * (s['bpsp'] / ref - 1):+.1f}%" if ref else "-",
+                      {True: "yes", False: "NO"}.get(s.get("exact"), "-"),
+                      f"{s['encode_s_mean']:.2f} / {s['encode_s_max']:.2f}" if "encode_s_mean" in s else "-",
+                      f"{s['decode_s_mean']:.2f} / {s['decode_s_max']:.2f}" if "decode_s_mean" in s else "-")
+    console.print(table)
+    return summary
+
+
+def run_synthetic() -> dict:
+    """mlp against PNG on generated screenshots, charts, slides, pixel art and text."""
+    table = Table("image", "PNG bytes", "mlp bytes", "mlp / PNG", title="Synthetic images: mlp must stay below PNG")
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, im in synthetic.all_images().items():
+            path = Path(tmp) / f"{name}.png"
+            im.save(path, optimize=True)
+            png = path.stat().st_size
+            r = mlp_through_cli(path, Path(tmp))
+            out[name] = {"png_bytes": png, "mlp_bytes": r["bytes"], "exact": r["exact"]}
+            table.add_row(name, str(png), str(r["bytes"]), f"{r['bytes'] / png:.3f}")
+    console.print(table)
+    return out
+
+
+def run_memory(photo: Path, size: tuple[int, int] = (4000, 3000)) -> dict:
+    """Round-trip a 4000x3000 photo through the CLI; report peak resident memory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "big.png"
+        with Image.open(photo) as im:
+            im.convert("RGB").resize(size, Image.LANCZOS).save(src)
+        r = mlp_through_cli(src, Path(tmp))
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    result = {"size": size, "peak_rss_mb": round(peak_mb, 1), **r}
+    console.print(f"{size[0]}x{size[1]} round trip: exact={r['exact']}, encode {r['encode_s']:.1f} s, "
+                  f"decode {r['decode_s']:.1f} s, peak memory {peak_mb:.0f} MB (limit 2048 MB)", highlight=False)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=Path, help="folder of images (e.g. the Kodak set)")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--codecs", default=",".join(LOSSLESS_CODECS))
+    parser.add_argument("--no-synthetic", action="store_true")
+    parser.add_argument("--memory", type=Path, help="photo to upscale to 4000x3000 for the memory check")
+    parser.add_argument("--json", type=Path, help="write all results here")
+    args = parser.parse_args(argv)
+    results: dict = {}
+    if args.dataset:
+        rows = run_dataset(args.dataset, args.limit, args.codecs.split(","))
+        results["dataset"] = str(args.dataset)
+        results["summary"] = summarize(rows, f"Lossless on {args.dataset.name} ({len(rows['mlp'])} images)")
+        results["per_image"] = rows
+        if not args.no_synthetic:
+            results["synthetic"] = run_synthetic()
+    if args.memory:
+        results["memory"] = run_memory(args.memory)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

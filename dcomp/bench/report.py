@@ -1,0 +1,162 @@
+"""Turn measured points into curves, BD-rates, tables, plots and a Markdown report."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from dcomp.bench import metrics
+
+PSNR_CAP = 100.0  # identical images have infinite PSNR; cap it so averages stay finite
+ANCHORS = ("jpeg", "jpeg2000", "webp", "avif")
+
+
+def curves(points: list[dict]) -> dict[str, list[dict]]:
+    """Per lossy codec, one point per setting: the mean over the images that have it."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for p in points:
+        if "error" not in p and not p.get("lossless"):
+            groups[(p["codec"], json.dumps(p["setting"]))].append(p)
+    out: dict[str, list[dict]] = defaultdict(list)
+    for (codec, setting), items in groups.items():
+        ms = [p["ms_ssim"] for p in items if p.get("ms_ssim") is not None]
+        out[codec].append({
+            "setting": json.loads(setting), "images": len(items),
+            "bpp": float(np.mean([p["bpp"] for p in items])),
+            "psnr": float(np.mean([min(p["psnr"], PSNR_CAP) for p in items])),
+            "ssim": float(np.mean([p["ssim"] for p in items])),
+            "ms_ssim": float(np.mean(ms)) if ms else None,
+            "ms_ssim_scales": min((p.get("ms_ssim_scales") or 0) for p in items),
+            "encode_s": float(np.mean([p["encode_s"] for p in items])),
+            "decode_s": float(np.mean([p["decode_s"] for p in items])),
+            "peak_mb": float(np.max([p["peak_mb"] for p in items])),
+        })
+    return {k: sorted(v, key=lambda c: c["bpp"]) for k, v in out.items()}
+
+
+def lossless_summary(points: list[dict]) -> dict[str, dict]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for p in points:
+        if "error" not in p and p.get("lossless"):
+            groups[p["codec"]].append(p)
+    return {codec: {"images": len(items),
+                    "bpsp": float(np.mean([p["bpsp"] for p in items])),
+                    "bpp": float(np.mean([p["bpp"] for p in items])),
+                    "exact": all(p["exact"] for p in items),
+                    "encode_s": float(np.mean([p["encode_s"] for p in items])),
+                    "decode_s": float(np.mean([p["decode_s"] for p in items])),
+                    "peak_mb": float(np.max([p["peak_mb"] for p in items]))}
+            for codec, items in groups.items()}
+
+
+def bd_table(curve_map: dict[str, list[dict]], anchors=ANCHORS) -> dict[str, dict[str, float | None]]:
+    """BD-rate (%) of every curve against each anchor present, on PSNR."""
+    table = {}
+    for name, pts in curve_map.items():
+        row = {}
+        for anchor in anchors:
+            if anchor in curve_map:
+                ref = curve_map[anchor]
+                row[anchor] = metrics.bd_rate([p["bpp"] for p in ref], [p["psnr"] for p in ref],
+                                              [p["bpp"] for p in pts], [p["psnr"] for p in pts])
+        table[name] = row
+    return table
+
+
+def plot(curve_map: dict[str, list[dict]], out_dir: Path, title: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for key, label in (("psnr", "PSNR (dB, RGB)"), ("ms_ssim", "MS-SSIM")):
+        fig, ax = plt.subplots(figsize=(7, 5))
+        for name, pts in sorted(curve_map.items()):
+            pts = [p for p in pts if p.get(key) is not None]
+            if pts:
+                ax.plot([p["bpp"] for p in pts], [p[key] for p in pts], marker="o", ms=3,
+                        lw=2.2 if name not in ANCHORS and "-" in name or name.startswith("cnn") else 1.2,
+                        label=name)
+        ax.set_xlabel("bits per pixel (file size)")
+        ax.set_ylabel(label)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        for ext in ("png", "svg"):
+            path = out_dir / f"rd-{key.replace('_', '-')}.{ext}"
+            fig.savefig(path, dpi=120, bbox_inches="tight")
+            written.append(path)
+        plt.close(fig)
+    return written
+
+
+def write_csv(points: list[dict], path: Path) -> None:
+    keys = ["image", "codec", "setting", "width", "height", "channels", "bytes", "bpp", "bpsp", "psnr", "ssim",
+            "ms_ssim", "ms_ssim_scales", "exact", "encode_s", "decode_s", "peak_mb", "error"]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, keys, extrasaction="ignore")
+        writer.writeheader()
+        for p in points:
+            writer.writerow({k: json.dumps(v) if k == "setting" else v for k, v in p.items()})
+
+
+def _fmt(v, spec=".2f") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return format(v, spec)
+
+
+def markdown(title: str, settings: dict, lossless: dict, curve_map: dict, bd: dict, plots: list[Path]) -> str:
+    lines = [f"# {title}", "", f"Images: {settings.get('images')} · started {settings.get('started')} · "
+             f"versions: " + ", ".join(f"{k} {v}" for k, v in settings.get("versions", {}).items() if v), ""]
+    if lossless:
+        ref = lossless.get("jxl-lossless", {}).get("bpsp")
+        lines += ["## Lossless", "", "| codec | bits/sub-pixel | vs JPEG XL | bit-exact | encode s | decode s |",
+                  "|---|---|---|---|---|---|"]
+        for name, s in sorted(lossless.items(), key=lambda kv: kv[1]["bpsp"]):
+            rel = f"{100 * (s['bpsp'] / ref - 1):+.1f}%" if ref else "–"
+            lines.append(f"| {name} | {s['bpsp']:.3f} | {rel} | {'yes' if s['exact'] else 'NO'} | "
+                         f"{s['encode_s']:.2f} | {s['decode_s']:.2f} |")
+        lines.append("")
+    if curve_map:
+        anchors = [a for a in ANCHORS if a in curve_map]
+        lines += ["## Lossy: BD-rate on PSNR (negative = fewer bits than the anchor)", "",
+                  "| curve | " + " | ".join(f"vs {a}" for a in anchors) + " |",
+                  "|---" * (len(anchors) + 1) + "|"]
+        for name in sorted(bd):
+            lines.append(f"| {name} | " + " | ".join(f"{_fmt(bd[name].get(a), '+.1f')}%" if bd[name].get(a)
+                                                     is not None else "–" for a in anchors) + " |")
+        lines += ["", "## Lossy: points (mean over images)", "",
+                  "| codec | setting | bpp | PSNR | SSIM | MS-SSIM (scales) | encode s | decode s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, pts in sorted(curve_map.items()):
+            for p in pts:
+                lines.append(f"| {name} | {p['setting']} | {p['bpp']:.3f} | {p['psnr']:.2f} | {p['ssim']:.4f} | "
+                             f"{_fmt(p['ms_ssim'], '.4f')} ({p['ms_ssim_scales']}) | {p['encode_s']:.3f} | "
+                             f"{p['decode_s']:.3f} |")
+        lines.append("")
+    for path in plots:
+        if path.suffix == ".png":
+            lines += [f"![{path.stem}]({path.name})", ""]
+    lines += ["Files: `points.jsonl` / `points.csv` (every point), `summary.json`, `settings.json` (how to reproduce).",
+              ""]
+    return "\n".join(lines)
+
+
+def build(points: list[dict], out_dir: Path, title: str) -> dict:
+    settings = json.loads((out_dir / "settings.json").read_text()) if (out_dir / "settings.json").exists() else {}
+    curve_map = curves(points)
+    lossless = lossless_summary(points)
+    bd = bd_table(curve_map)
+    plots = plot(curve_map, out_dir, title) if curve_map else []
+    write_csv(points, out_dir / "points.csv")
+    summary = {"title": title, "lossless": lossless, "curves": curve_map, "bd_rate_psnr": bd,
+               "errors": [p for p in points if "error" in p][:50]}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out_dir / "report.md").write_text(markdown(title, settings, lossless, curve_map, bd, plots))
+    return summary

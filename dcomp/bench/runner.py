@@ -1,0 +1,189 @@
+"""`dcomp bench`: every codec and method at every setting on every image, measured.
+
+Each image is one job (loaded once, every codec and setting run on it); jobs run in
+worker processes, and each finished point is appended to `points.jsonl` at once, so an
+interrupted run keeps what it measured and `--resume` carries on from there.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import tracemalloc
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dcomp.bench import metrics
+
+
+@dataclass
+class BenchConfig:
+    dataset: str
+    methods: list[str]
+    codecs: list[str]
+    qualities: list[int] | None = None
+    limit: int | None = None
+    device: str = "auto"
+    jobs: int = 1
+    data_dir: str | None = None
+    split: str = "test"
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Entry:
+    """One thing to measure: a dcomp method or a classical codec, and its settings."""
+    name: str
+    kind: str  # "method" or "classical"
+    lossless: bool
+    settings: list
+
+
+def plan_entries(config: BenchConfig) -> tuple[list[Entry], list[str]]:
+    from dcomp import registry
+    from dcomp.classical import available_codecs
+
+    entries, notes = [], []
+    for name in config.methods:
+        codec = registry.get(name)
+        codec.model_id()  # missing weights: fail before the run, not in a worker
+        if codec.qualities is None:
+            entries.append(Entry(name, "method", True, [None]))
+        else:
+            qs = [q for q in (config.qualities or list(codec.qualities)) if q in codec.qualities]
+            entries.append(Entry(name, "method", False, qs))
+    codecs, notes = available_codecs(config.codecs)
+    entries += [Entry(c.name, "classical", c.lossless, list(c.settings)) for c in codecs]
+    return entries, notes
+
+
+def _measure(encode, decode, original: np.ndarray) -> tuple[bytes, np.ndarray, float, float, float]:
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    data = encode()
+    t1 = time.perf_counter()
+    back = decode(data)
+    t2 = time.perf_counter()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return data, back, t1 - t0, t2 - t1, peak / 2**20
+
+
+def measure_image(name: str, image: np.ndarray, entries: list[Entry], device: str, done: set) -> list[dict]:
+    """All points of one image. `image` is (H, W, C) uint8."""
+    import dcomp
+    from dcomp.classical import get_codec
+
+    h, w, c = image.shape
+    flat = image[:, :, 0] if c == 1 else image
+    points = []
+    for entry in entries:
+        for setting in entry.settings:
+            if (name, entry.name, json.dumps(setting)) in done:
+                continue
+            if entry.kind == "method":
+                enc = lambda: dcomp.compress(flat, entry.name, setting, device)  # noqa: E731
+                dec = lambda d: dcomp.decompress(d, device)  # noqa: E731
+            else:
+                codec = get_codec(entry.name)
+                if ({1: "L", 3: "RGB", 4: "RGBA"}[c]) not in codec.modes:
+                    continue
+                enc = lambda: codec.encode(flat, setting)  # noqa: E731
+                dec = lambda d: codec.decode(d, flat.shape)  # noqa: E731
+            try:
+                data, back, t_enc, t_dec, peak = _measure(enc, dec, flat)
+            except Exception as exc:  # noqa: BLE001 - one codec failing must not stop the run
+                points.append({"image": name, "codec": entry.name, "setting": setting, "error": str(exc)})
+                continue
+            back = back.reshape(flat.shape)
+            point = {"image": name, "codec": entry.name, "kind": entry.kind, "lossless": entry.lossless,
+                     "setting": setting, "width": w, "height": h, "channels": c, "bytes": len(data),
+                     "bpp": len(data) * 8 / (w * h), "bpsp": len(data) * 8 / (w * h * c),
+                     "encode_s": t_enc, "decode_s": t_dec, "peak_mb": peak}
+            if entry.lossless:
+                point["exact"] = bool(np.array_equal(back, flat))
+            else:
+                rgb_a, rgb_b = flat, back
+                point["psnr"] = metrics.psnr(rgb_a, rgb_b)
+                point["ssim"] = metrics.ssim(rgb_a, rgb_b)
+                point["ms_ssim"], point["ms_ssim_scales"] = metrics.ms_ssim(rgb_a, rgb_b)
+            points.append(point)
+    return points
+
+
+def _job(args) -> list[dict]:
+    name, image, entries, device, done = args
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    return measure_image(name, image, entries, device, done)
+
+
+def run(config: BenchConfig, out_dir: Path, resume: bool = False, log=print, progress=None) -> list[dict]:
+    """Measure everything; return all points (earlier ones too when resuming)."""
+    from dcomp.bench.datasets import resolve_dataset
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    points_path = out_dir / "points.jsonl"
+    points: list[dict] = []
+    if resume and points_path.exists():
+        points = [json.loads(line) for line in points_path.read_text().splitlines() if line.strip()]
+        log(f"resuming: {len(points)} points already measured")
+    elif points_path.exists():
+        points_path.unlink()
+    done = {(p["image"], p["codec"], json.dumps(p["setting"])) for p in points if "error" not in p}
+    entries, notes = plan_entries(config)
+    for note in notes:
+        log(f"skipped {note}")
+    label, images = resolve_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None,
+                                    config.split, config.limit)
+    (out_dir / "settings.json").write_text(json.dumps(
+        {"config": asdict(config), "dataset_label": label, "images": len(images),
+         "entries": [asdict(e) for e in entries], "versions": versions(), "started": time.strftime("%F %T")},
+        indent=1))
+    todo = [img for img in images
+            if any((img.name, e.name, json.dumps(s)) not in done for e in entries for s in e.settings)]
+    log(f"{label}: {len(images)} images, {len(todo)} to measure, {len(entries)} codecs/methods")
+    with points_path.open("a") as sink:
+        def keep(new: list[dict]) -> None:
+            for p in new:
+                sink.write(json.dumps(p) + "\n")
+            sink.flush()
+            points.extend(new)
+            if progress:
+                progress()
+
+        if config.jobs <= 1:
+            for img in todo:
+                keep(measure_image(img.name, img.load(), entries, config.device, done))
+        else:
+            with ProcessPoolExecutor(config.jobs) as pool:
+                futures = [pool.submit(_job, (img.name, img.load(), entries, config.device, done)) for img in todo]
+                try:
+                    for fut in as_completed(futures):
+                        keep(fut.result())
+                except KeyboardInterrupt:
+                    for fut in futures:
+                        fut.cancel()
+                    raise
+    return points
+
+
+def versions() -> dict:
+    from importlib import metadata
+
+    out = {}
+    for pkg in ("dcomp", "numpy", "pillow", "imagecodecs", "torch", "zstandard", "matplotlib"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    try:
+        import imagecodecs
+
+        out["libjxl"] = imagecodecs.jpegxl_version()
+        out["libavif"] = imagecodecs.avif_version()
+    except Exception:  # noqa: BLE001 - versions are informative only
+        pass
+    return out
