@@ -30,9 +30,12 @@ evaluation (which uses pytorch-msssim):
   (11 * 16); smaller images use the largest count that fits (32x32 -> 2 scales, 11..21 -> 1,
   which equals SSIM), with the *first* (finest-scale) weights renormalised to sum 1 (the
   published 5 weights, which sum to 1.0001, are used unchanged at 5 scales), and
-  the scale count is returned so reports can say so. (pytorch-msssim asserts a side > 160
-  and, for 161..175, runs 5 scales with an unfiltered coarsest scale; we use 4 there.)
-  Images smaller than 11 px run a single scale with the shrunk SSIM window described above.
+  the scale count is returned so reports can say so. Images smaller than 11 px run a single
+  scale with the shrunk SSIM window described above. Differences from pytorch-msssim, none
+  of which affects Kodak (768x512, every scale even and >= 32 px): it asserts a side > 160
+  and at 161..175 its coarsest scale (10 px) is smaller than the window (we use 4 scales
+  there); on odd sizes it zero-pads before pooling (we drop the odd row/column). On even
+  sizes >= 176 the two agree to ~1e-15 (checked against a float64 torch re-implementation).
 * BD-rate / BD-PSNR (Bjøntegaard, VCEG-M33): cubic fit (degree len-1 with 2 or 3 points) of
   ln(rate) against PSNR (BD-rate) or of PSNR against ln(rate) (BD-PSNR), integrated over the
   overlapping interval. Points are sorted by the fitted-against variable; duplicates of it
@@ -213,7 +216,7 @@ def ms_ssim(a, b, scales: int | None = None, data_range: float = DATA_RANGE) -> 
         value *= np.maximum(s if last else cs, 0.0) ** weights[k]
         if not last:
             a, b = _downsample(a), _downsample(b)
-    return float(value.prod()), scales
+    return float(value.mean()), scales
 
 
 # ---------------------------------------------------------------------------- Bjøntegaard

@@ -115,9 +115,9 @@ def measure_image(name: str, image: np.ndarray, entries: list[Entry], device: st
 
 
 def _job(args) -> list[dict]:
-    name, image, entries, device, done = args
+    image, entries, device, done = args
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    return measure_image(name, image, entries, device, done)
+    return measure_image(image.name, image.load(), entries, device, done)
 
 
 def run(config: BenchConfig, out_dir: Path, resume: bool = False, log=print, progress=None) -> list[dict]:
@@ -137,7 +137,7 @@ def run(config: BenchConfig, out_dir: Path, resume: bool = False, log=print, pro
     for note in notes:
         log(f"skipped {note}")
     label, images = resolve_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None,
-                                    config.split, config.limit)
+                                    config.split, config.limit, on_note=log)
     (out_dir / "settings.json").write_text(json.dumps(
         {"config": asdict(config), "dataset_label": label, "images": len(images),
          "entries": [asdict(e) for e in entries], "versions": versions(), "started": time.strftime("%F %T")},
@@ -159,7 +159,8 @@ def run(config: BenchConfig, out_dir: Path, resume: bool = False, log=print, pro
                 keep(measure_image(img.name, img.load(), entries, config.device, done))
         else:
             with ProcessPoolExecutor(config.jobs) as pool:
-                futures = [pool.submit(_job, (img.name, img.load(), entries, config.device, done)) for img in todo]
+                # Images load in the workers: file-based ones travel as paths, not pixels.
+                futures = [pool.submit(_job, (img, entries, config.device, done)) for img in todo]
                 try:
                     for fut in as_completed(futures):
                         keep(fut.result())
