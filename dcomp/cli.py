@@ -281,8 +281,13 @@ def bench(
                                 str(data_dir) if data_dir else None, split)
     log = lambda m: err.print(m, highlight=False, markup=False)  # noqa: E731
     interrupted = False
+    bar = Progress(TextColumn("measuring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err, transient=True)
+    task = bar.add_task("images", total=None)
     try:
-        points = runner.run(config, out_dir, resume=resume, log=log)
+        with bar:
+            points = runner.run(config, out_dir, resume=resume, log=log,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
     except KeyboardInterrupt:
         interrupted = True
         err.print("interrupted: writing the report from the points measured so far (--resume continues)")

@@ -145,14 +145,17 @@ def run(config: BenchConfig, out_dir: Path, resume: bool = False, log=print, pro
     todo = [img for img in images
             if any((img.name, e.name, json.dumps(s)) not in done for e in entries for s in e.settings)]
     log(f"{label}: {len(images)} images, {len(todo)} to measure, {len(entries)} codecs/methods")
+    finished = 0
     with points_path.open("a") as sink:
         def keep(new: list[dict]) -> None:
+            nonlocal finished
             for p in new:
                 sink.write(json.dumps(p) + "\n")
             sink.flush()
             points.extend(new)
+            finished += 1
             if progress:
-                progress()
+                progress(finished, len(todo))
 
         if config.jobs <= 1:
             for img in todo:

@@ -66,8 +66,9 @@ def encode(streams: list[np.ndarray]) -> bytes:
     return b"".join(out + payloads)
 
 
-def decode(data: bytes, pos: int = 0) -> tuple[list[np.ndarray], int]:
-    """Inverse of encode; return the streams and the position after them. ValueError on bad data."""
+def decode(data: bytes, pos: int = 0, max_symbols: int = 1 << 40) -> tuple[list[np.ndarray], int]:
+    """Inverse of encode; return the streams and the position after them. ValueError on bad
+    data, including symbol counts beyond `max_symbols` in total (no huge allocations)."""
     n, pos = read_varint(data, pos, "stream table")
     if n > 4096:
         raise ValueError("too many streams")
@@ -78,6 +79,8 @@ def decode(data: bytes, pos: int = 0) -> tuple[list[np.ndarray], int]:
         kinds.append(data[pos])
         count, pos = read_varint(data, pos + 1, "stream table")
         counts.append(count)
+    if sum(counts) > max_symbols:
+        raise ValueError("more symbols than the image holds")
     n_huff = sum(k == HUFFMAN for k in kinds)
     tables = np.zeros((0, 256), dtype=np.uint8)
     if n_huff:

@@ -395,10 +395,10 @@ class MlpCodec:
                 v, pos = read_varint(data, pos, "mlp contexts")
                 th.append(v)
             thresholds[ch] = np.array(th, dtype=np.int64)
-        streams, pos = symbol_streams.decode(data, pos)
+        n_interior = max(h - 1, 0) * max(w - 1, 0)
+        streams, pos = symbol_streams.decode(data, pos, n_interior * c)
         if pos != len(data) or len(streams) != k * len(order):
             raise ValueError("payload length does not match its streams")
-        n_interior = max(h - 1, 0) * max(w - 1, 0)
         pools, starts, ends, ptrs = {}, {}, {}, {}
         for i, ch in enumerate(order):
             lengths = np.array([len(s) for s in streams[i * k:(i + 1) * k]], dtype=np.int64)
