@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import tracemalloc
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -139,7 +140,8 @@ def run(config: BenchConfig, out_dir: Path, resume: bool = False, log=print, pro
     label, images = resolve_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None,
                                     config.split, config.limit, on_note=log)
     (out_dir / "settings.json").write_text(json.dumps(
-        {"config": asdict(config), "dataset_label": label, "images": len(images),
+        {"command": " ".join(["dcomp"] + sys.argv[1:]) if Path(sys.argv[0]).name in ("dcomp", "__main__.py") else None,
+         "config": asdict(config), "dataset_label": label, "images": len(images),
          "entries": [asdict(e) for e in entries], "versions": versions(), "started": time.strftime("%F %T")},
         indent=1))
     todo = [img for img in images

@@ -21,6 +21,18 @@ ZSTD_LEVEL = 12
 ZSTD_TRY_BITS = 1.6
 
 
+def zstd_decompress(data: bytes, limit: int) -> bytes:
+    """zstd frame to bytes, refusing frames that declare more than `limit` bytes: zstandard
+    allocates the declared size before it looks at max_output_size."""
+    try:
+        declared = zstandard.frame_content_size(data)
+        if declared > limit:
+            raise ValueError("zstd frame larger than its section allows")
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=max(limit, 1))
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"bad zstd frame ({exc})") from None
+
+
 def _entropy_bits(counts: np.ndarray) -> float:
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log2(p)).sum() * counts.sum())
@@ -85,10 +97,7 @@ def decode(data: bytes, pos: int = 0, max_symbols: int = 1 << 40) -> tuple[list[
     tables = np.zeros((0, 256), dtype=np.uint8)
     if n_huff:
         size, pos = read_varint(data, pos, "code lengths")
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(data[pos:pos + size], max_output_size=128 * n_huff)
-        except zstandard.ZstdError as exc:
-            raise ValueError("bad code lengths") from exc
+        raw = zstd_decompress(data[pos:pos + size], 128 * n_huff)
         if len(raw) != 128 * n_huff:
             raise ValueError("bad code lengths")
         nib = np.frombuffer(raw, dtype=np.uint8).reshape(n_huff, 128)
@@ -109,10 +118,7 @@ def decode(data: bytes, pos: int = 0, max_symbols: int = 1 << 40) -> tuple[list[
             pos += count
         elif kind == ZSTD:
             size, pos = read_varint(data, pos, "stream")
-            try:
-                raw = zstandard.ZstdDecompressor().decompress(data[pos:pos + size], max_output_size=count)
-            except zstandard.ZstdError as exc:
-                raise ValueError("bad zstd stream") from exc
+            raw = zstd_decompress(data[pos:pos + size], count)
             if len(raw) != count:
                 raise ValueError("zstd stream has the wrong length")
             results[i] = np.frombuffer(raw, dtype=np.uint8).copy()

@@ -467,7 +467,7 @@ def _border_residuals(image: np.ndarray) -> tuple[bytes, np.ndarray]:
 
 def _decode_border(packed: bytes, image: np.ndarray) -> np.ndarray:
     h, w, c = image.shape
-    raw = zstandard.ZstdDecompressor().decompress(packed, max_output_size=c * (w + h - 1))
+    raw = symbol_streams.zstd_decompress(packed, c * (w + h - 1))
     if len(raw) != c * (w + h - 1):
         raise ValueError("border has the wrong size")
     raw = np.frombuffer(raw, dtype=np.uint8).reshape(c, w + h - 1)
@@ -510,10 +510,12 @@ def _decode_filtered(data: bytes, shape) -> np.ndarray:
         raise ValueError("bad filtered header")
     n = h * w * c
     if data[2] == BACKEND_ZSTD:
-        raw = zstandard.ZstdDecompressor().decompress(data[3:], max_output_size=n)
+        raw = symbol_streams.zstd_decompress(data[3:], n)
     else:
         dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9}])
         raw = dec.decompress(data[3:], max_length=n)
+        if not dec.eof or dec.unused_data:  # the stream must end exactly with the image
+            raise ValueError("filtered data does not match the image size")
     if len(raw) != n:
         raise ValueError("filtered data has the wrong size")
     planes = F.filter_inverse(np.frombuffer(raw, dtype=np.uint8).reshape(c, h, w), data[1])

@@ -1,0 +1,101 @@
+"""Shared fixtures: the small real crops in tests/fixtures, the weights file, a CLI runner.
+
+Nothing here reads /work/shared: the tests run from a fresh clone.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# The codecs run many small matrix products; one BLAS thread keeps the suite fast on a busy box.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# Real photograph crops (RGB PNG): kodim03 64x48, kodim08 40x40, kodim23 33x21.
+FIXTURE_NAMES = ("kodim03_64x48.png", "kodim08_40x40.png", "kodim23_33x21.png")
+
+
+def load_fixture(name: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(FIXTURES / name) as im:
+        return np.asarray(im.convert("RGB")).copy()
+
+
+@pytest.fixture(scope="session")
+def fixture_arrays() -> dict[str, np.ndarray]:
+    return {name: load_fixture(name) for name in FIXTURE_NAMES}
+
+
+@pytest.fixture(scope="session")
+def weights_file() -> Path:
+    """The installed mlp weights (whatever they are: tests never depend on their values)."""
+    from dcomp import registry
+
+    path = registry.weights_dir() / registry.METHODS["mlp"][3]
+    if not path.is_file():
+        pytest.skip(f"no mlp weights at {path}")
+    return path
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch):
+    """An empty codec cache, so DCOMP_WEIGHTS_DIR set by the test takes effect in-process."""
+    from dcomp import registry
+
+    monkeypatch.setattr(registry, "_cache", {})
+    return registry
+
+
+@pytest.fixture
+def other_weights_dir(tmp_path, weights_file) -> Path:
+    """A folder holding a copy of the weights with one integer changed (n0_bh + 1)."""
+    folder = tmp_path / "other_weights"
+    folder.mkdir()
+    with np.load(weights_file) as arrays:
+        data = {k: arrays[k] for k in arrays.files}
+    data["n0_bh"] = np.asarray(data["n0_bh"]) + 1
+    with open(folder / weights_file.name, "wb") as fh:
+        np.savez(fh, **data)
+    return folder
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DCOMP_WEIGHTS_DIR", "DCOMP_DEBUG")}
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """run_cli(*args, input=bytes, env={...}, cwd=path) -> CompletedProcess (bytes stdout/stderr)."""
+
+    def run(*args: str, input: bytes | None = None, env: dict[str, str] | None = None,
+            cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dcomp", *args], input=input, capture_output=True,
+                              cwd=cwd or tmp_path, env=cli_env(**(env or {})), timeout=timeout)
+
+    return run
+
+
+def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    """Non-blank stderr lines (a transient progress display may leave a blank one)."""
+    return [line for line in proc.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess, code: int = 1) -> str:
+    """Exit `code`, exactly one stderr line, starting 'dcomp: error:', no traceback."""
+    text = proc.stderr.decode("utf-8", "replace")
+    lines = stderr_lines(proc)
+    assert proc.returncode == code, (proc.returncode, text)
+    assert "Traceback" not in text, text
+    assert len(lines) == 1, text
+    assert lines[0].startswith("dcomp: error:"), text
+    return lines[0]
