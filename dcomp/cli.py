@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dcomp.errors import DcompError
+from dcomp.errors import DcompError, UnknownMethodError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="dcomp: image compression with learned codecs and its own .dcz format.")
@@ -32,8 +32,12 @@ class UsageError(Exception):
     pass
 
 
-def _fail(message: str, code: int) -> None:
+def _print_error(message: str) -> None:
     err.print(f"dcomp: error: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int) -> None:
+    _print_error(message)
     raise typer.Exit(code)
 
 
@@ -107,7 +111,7 @@ def _run_batch(inputs: list[str], outputs: list[str], work, json_out: bool, forc
                 message = str(exc) if isinstance(exc, DcompError) else f"{exc.strerror or exc}"
                 if not message.startswith(name):
                     message = f"{name}: {message}"
-                err.print(f"dcomp: error: {message}", markup=False, highlight=False, soft_wrap=True)
+                _print_error(message)
                 record = {"input": name, "ok": False, "error": message}
             records.append(record)
             progress.advance(task)
@@ -141,8 +145,10 @@ def compress(
         codec = registry.get(method)
         codec.model_id()  # missing weights: one message, before any file is touched
         outputs = _plan_outputs(inputs, output, ".dcz")
-    except (UsageError, DcompError) as exc:
-        _fail(str(exc), EXIT_USAGE if not isinstance(exc, DcompError) or "unknown method" in str(exc) else EXIT_FAILED)
+    except (UsageError, UnknownMethodError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except DcompError as exc:  # e.g. missing weights
+        _fail(str(exc), EXIT_FAILED)
 
     def work(data: bytes, name: str, target: str):
         image = read_image(data, name)
@@ -369,10 +375,6 @@ def main() -> None:
             raise
         _print_error(f"internal error: {type(exc).__name__}: {exc} (set DCOMP_DEBUG=1 for details)")
         sys.exit(EXIT_FAILED)
-
-
-def _print_error(message: str) -> None:
-    err.print(f"dcomp: error: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":
