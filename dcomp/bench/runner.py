@@ -209,8 +209,7 @@ def versions() -> dict:
     try:
         import imagecodecs
 
-        out["libjxl"] = imagecodecs.jpegxl_version()
-        out["libavif"] = imagecodecs.avif_version()
+        out["codec libraries"] = f"{imagecodecs.jpegxl_version()}, {imagecodecs.avif_version()}"
     except Exception:  # noqa: BLE001 - versions are informative only
         pass
     return out
