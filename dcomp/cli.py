@@ -106,9 +106,14 @@ def _run_batch(inputs: list[str], outputs: list[str], work, json_out: bool, forc
                 _write_output(target, out, force)
                 record.update({"input": name, "output": "stdout" if target == "-" else target,
                                "seconds": round(time.perf_counter() - start, 3), "ok": True})
-            except (DcompError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
                 failed += 1
-                message = str(exc) if isinstance(exc, DcompError) else f"{exc.strerror or exc}"
+                if isinstance(exc, DcompError):
+                    message = str(exc)
+                elif isinstance(exc, OSError):
+                    message = f"{exc.strerror or exc}"
+                else:
+                    message = f"internal error: {type(exc).__name__}: {exc}"
                 if not message.startswith(name):
                     message = f"{name}: {message}"
                 _print_error(message)
@@ -143,6 +148,10 @@ def compress(
         if device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"unknown device '{device}' (auto, cpu or cuda)")
         codec = registry.get(method)
+        if codec.qualities is None and quality is not None:
+            raise UsageError(f"method {method} is lossless and takes no -q")
+        if codec.qualities is not None and (quality is None or quality not in codec.qualities):
+            raise UsageError(f"method {method} needs -q in {codec.qualities.start}..{codec.qualities.stop - 1}")
         codec.model_id()  # missing weights: one message, before any file is touched
         outputs = _plan_outputs(inputs, output, ".dcz")
     except (UsageError, UnknownMethodError) as exc:
@@ -204,7 +213,8 @@ def info(
     try:
         fields = api.info(_read_input(file))
     except DcompError as exc:
-        _fail(f"{file}: {exc}", EXIT_FAILED)
+        message = str(exc)
+        _fail(message if message.startswith(file) else f"{file}: {message}", EXIT_FAILED)
     if json_out:
         print(json.dumps(fields, indent=1))
         return
@@ -357,9 +367,30 @@ def train_mlp(
     err.print(f"wrote {out} (sha256 {record['sha256'][:16]}…) in {record['seconds']} s", highlight=False)
 
 
+def _click_exceptions():
+    try:  # typer >= 0.2x carries its own copy of click
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
 def main() -> None:
+    click = _click_exceptions()
     try:
-        app()
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+    except click.NoArgsIsHelpError as exc:
+        err.print(exc.ctx.get_help() if exc.ctx else "", markup=False, highlight=False)
+        sys.exit(EXIT_USAGE)
+    except click.UsageError as exc:
+        # Click's own report is a boxed, multi-line usage screen; scripts want one line.
+        command = f" {exc.ctx.info_name}" if exc.ctx and exc.ctx.parent else ""
+        _print_error(f"{exc.format_message()} (see dcomp{command} --help)")
+        sys.exit(EXIT_USAGE)
+    except typer.Abort:
+        err.print("dcomp: interrupted")
+        sys.exit(130)
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -49,9 +49,15 @@ def to_array(image) -> tuple[np.ndarray, str]:
 def read_image(data: bytes, name: str = "input"):
     from PIL import Image, UnidentifiedImageError
 
+    from dcomp.container import MAX_PIXELS
+
+    # Pillow's decompression-bomb guard (89/179 Mpixels) is below what .dcz holds; use ours.
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
+    except Image.DecompressionBombError:
+        raise UnsupportedError(f"{name}: image larger than {MAX_PIXELS} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         reason = "unknown format" if isinstance(exc, UnidentifiedImageError) else str(exc)
         raise UnsupportedError(f"{name}: not a readable image ({reason})") from None
@@ -71,16 +77,26 @@ def to_pil(arr: np.ndarray):
     return Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr, {1: "L", 3: "RGB", 4: "RGBA"}[arr.shape[2]])
 
 
+# Output formats by extension, and the modes each holds exactly (the decoder's output must
+# be the decoded image, so a format that would drop alpha or colour is refused, not used).
+OUTPUT_FORMATS = {".png": ("PNG", ("L", "RGB", "RGBA")), ".tif": ("TIFF", ("L", "RGB", "RGBA")),
+                  ".tiff": ("TIFF", ("L", "RGB", "RGBA")), ".webp": ("WEBP", ("RGB", "RGBA")),
+                  ".bmp": ("BMP", ("L", "RGB")), ".ppm": ("PPM", ("RGB",)), ".pgm": ("PPM", ("L",)),
+                  ".pnm": ("PPM", ("L", "RGB"))}
+
+
 def encode_image(arr: np.ndarray, suffix: str) -> bytes:
-    """Encode a decoded image for writing; the format follows the output suffix (PNG default)."""
-    fmt = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".pgm": "PPM",
-           ".webp": "WEBP", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(suffix.lower(), "PNG")
+    """Encode a decoded image for writing, losslessly, in the format its suffix names (PNG
+    when there is none)."""
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[arr.shape[2]]
+    fmt, modes = OUTPUT_FORMATS.get(suffix.lower() or ".png", (None, ()))
+    if fmt is None:
+        raise UnsupportedError(f"cannot write '{suffix}' files (use one of: {', '.join(OUTPUT_FORMATS)})")
+    if mode not in modes:
+        raise UnsupportedError(f"{fmt} cannot hold a {mode} image exactly (use .png)")
     buf = io.BytesIO()
-    im = to_pil(arr)
     if fmt == "WEBP":
-        im.save(buf, fmt, lossless=True)
-    elif fmt == "JPEG":
-        im.convert("RGB").save(buf, fmt, quality=95)
+        to_pil(arr).save(buf, fmt, lossless=True, quality=100, exact=True)
     else:
-        im.save(buf, fmt)
+        to_pil(arr).save(buf, fmt)
     return buf.getvalue()

@@ -12,8 +12,39 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# The codecs run many small matrix products; one BLAS thread keeps the suite fast on a busy box.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+def _one_blas_thread() -> None:
+    """The codecs run many small matrix products: with OpenBLAS threads spinning against a busy
+    machine they run ~10x slower. The CLI sets OPENBLAS_NUM_THREADS=1 before numpy loads, but
+    under pytest a plugin (hypothesis) has imported numpy before this file runs, so the variable
+    alone comes too late: also tell the already-loaded OpenBLAS directly (Linux, best effort).
+    An OPENBLAS_NUM_THREADS set by the user is respected."""
+    if "OPENBLAS_NUM_THREADS" in os.environ:
+        return
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"  # for subprocesses, and if numpy is not loaded yet
+    if "numpy" not in sys.modules:
+        return
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as maps:
+            libs = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
+    except OSError:
+        return
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            setter = getattr(lib, name, None)
+            if setter is not None:
+                setter(1)
+                break
+
+
+_one_blas_thread()
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Real photograph crops (RGB PNG): kodim03 64x48, kodim08 40x40, kodim23 33x21.

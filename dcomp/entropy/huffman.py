@@ -148,11 +148,14 @@ def decode_many(streams: list[HuffmanStream]) -> list[np.ndarray]:
     out = np.empty((len(order), int(counts[0])), dtype=np.uint8)
     mask = (1 << MAX_CODE_LENGTH) - 1
     active = len(order)
+    limit = len(buf) - 3
     for step in range(int(counts[0])):
         while counts[active - 1] <= step:
             active -= 1
         p = pos[:active]
         byte = p >> 3
+        if byte.max() > limit:  # a count larger than the stream's bits: corrupt, not a crash
+            raise ValueError("stream shorter than its symbol count")
         window = (buf[byte] << 16) | (buf[byte + 1] << 8) | buf[byte + 2]
         idx = lut_base[:active] + ((window >> (24 - MAX_CODE_LENGTH - (p & 7))) & mask)
         out[:active, step] = sym_lut[idx]
