@@ -4,7 +4,9 @@ import os
 # The codecs run many small matrix products; OpenBLAS threads spinning against another busy
 # process cost 10x more than they gain (measured), so one thread unless the user says otherwise.
 # Must precede the first numpy import to take effect.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+if "OPENBLAS_NUM_THREADS" not in os.environ:
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    os.environ["DCOMP_BLAS_DEFAULTED"] = "1"  # ours, not the user's: dcomp.blas may change it
 
 from dcomp.api import compress, decompress, info  # noqa: E402
 from dcomp.errors import DcompError  # noqa: E402

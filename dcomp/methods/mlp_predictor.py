@@ -197,14 +197,23 @@ def _energy_layout(channel: int, priors: tuple[int, ...], pw: int, plane: int):
     return np.array(offs, dtype=np.int64), np.array(weights, dtype=np.float64), diff
 
 
+def residual_energy(res: np.ndarray, flat_pos: np.ndarray, channel: int, priors: list[int]) -> np.ndarray:
+    """The residual part of the context energy: neighbouring residuals of this channel (W and
+    N count twice) and twice the residuals of the channels already coded at this pixel (the
+    strongest single cue). `res` is the padded (C, H', W') residual stack."""
+    offs, weights, _ = _energy_layout(channel, tuple(priors), res.shape[2], res[0].size)
+    return np.abs(res.reshape(-1)[flat_pos[:, None] + offs]) @ weights
+
+
+def gradient_energy(x: np.ndarray, channel: int, priors: list[int]) -> np.ndarray:
+    """The local-activity part: |W - NW| + |N - NW| + |NE - N|, from the inputs of
+    `gather_inputs` (differences of inputs are differences of samples)."""
+    _, _, diff = _energy_layout(channel, tuple(priors), 0, 0)
+    return np.abs(x @ diff).sum(axis=1)
+
+
 def context_energy(res: np.ndarray, flat_pos: np.ndarray, x: np.ndarray, channel: int,
                    priors: list[int]) -> np.ndarray:
-    """How large the residual is likely to be, from what the decoder already knows:
-    neighbouring residuals of this channel (W and N count twice), local gradients
-    |W - NW| + |N - NW| + |NE - N|, and twice the residuals of the channels already coded at
-    this pixel (the strongest single cue). `res` is the padded (C, H', W') residual stack,
-    `x` the inputs from `gather_inputs` (differences of inputs are differences of samples).
-    Integer-valued float64 throughout, exact."""
-    offs, weights, diff = _energy_layout(channel, tuple(priors), res.shape[2], res[0].size)
-    r = np.abs(res.reshape(-1)[flat_pos[:, None] + offs]) @ weights
-    return r + np.abs(x @ diff).sum(axis=1)
+    """How large the residual is likely to be, from what the decoder already knows. Integer-
+    valued float64 throughout, exact."""
+    return residual_energy(res, flat_pos, channel, priors) + gradient_energy(x, channel, priors)

@@ -1,0 +1,55 @@
+"""BLAS thread control: one thread for the many small products of a wavefront decoder,
+all cores for the few large ones of an encoder.
+
+OpenBLAS threads spin while they wait, which makes small products 10x slower when another
+process is busy (measured), so dcomp starts with one thread (dcomp/__init__.py) and opens
+more only around large products. A user's own OPENBLAS_NUM_THREADS is left alone.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from contextlib import contextmanager
+
+_user_set = "OPENBLAS_NUM_THREADS" in os.environ and os.environ.get("DCOMP_BLAS_DEFAULTED") != "1"
+_setter = None
+_getter = None
+
+
+def _find() -> None:
+    global _setter, _getter
+    if _setter is not None:
+        return
+    try:
+        with open("/proc/self/maps") as maps:
+            libs = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
+    except OSError:
+        libs = set()
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas_", "openblas_"):
+            for suffix in ("64_", ""):
+                setter = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
+                getter = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
+                if setter is not None and getter is not None:
+                    _setter, _getter = setter, getter
+                    return
+    _setter = _getter = False
+
+
+@contextmanager
+def many_threads(limit: int = 4):
+    """Use up to `limit` cores for BLAS inside the block (no-op without OpenBLAS)."""
+    _find()
+    if _user_set or not _setter:
+        yield
+        return
+    before = _getter()
+    _setter(max(1, min(limit, os.cpu_count() or 1)))
+    try:
+        yield
+    finally:
+        _setter(before)
