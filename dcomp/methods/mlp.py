@@ -100,12 +100,13 @@ class Layout:
         cache-friendly; and the permutation into decoding order (wavefront, band, y)."""
         parts = []
         for b, hb in enumerate(self.heights):
-            yl, xs = np.mgrid[1:hb, 1:self.w].astype(np.int64)
-            parts.append((yl.ravel(), xs.ravel(), np.full(yl.size, b)))
+            yl, xs = np.mgrid[1:hb, 1:self.w].astype(np.int32)
+            parts.append((yl.ravel(), xs.ravel(), np.full(yl.size, b, dtype=np.int32)))
         yl, xs, band = (np.concatenate(v) for v in zip(*parts))
         decode_order = np.lexsort((yl, band, xs + 2 * yl))
-        flat = (self.row0[band] + yl) * self.pw + xs + P.PAD_LEFT
-        return (self.starts[band] + yl).astype(np.int32), xs.astype(np.int32), flat, decode_order
+        # int32 throughout: a 12-megapixel image's index arrays stay at 48 MB each.
+        flat = (self.row0.astype(np.int32)[band] + yl) * np.int32(self.pw) + xs + np.int32(P.PAD_LEFT)
+        return self.starts.astype(np.int32)[band] + yl, xs, flat, decode_order
 
     def wavefronts(self):
         """Padded flat positions of each wavefront's samples (bands in order, y ascending),
