@@ -33,11 +33,6 @@ def zstd_decompress(data: bytes, limit: int) -> bytes:
         raise ValueError(f"bad zstd frame ({exc})") from None
 
 
-def _entropy_bits(counts: np.ndarray) -> float:
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log2(p)).sum() * counts.sum())
-
-
 def encode(streams: list[np.ndarray]) -> bytes:
     kinds, counts, payloads, all_lengths = [], [], [], []
     for symbols in streams:
