@@ -158,6 +158,47 @@ class Predictor:
                 out.append(P.linear_head(parts, *head.blocks(parts)))
         return ref, out, x
 
+    def wavefront_kernel(self, channel: int, priors: list[int], kind: int, head: "FittedHead | None"):
+        """The decoder's per-wavefront computation with its small products fused: the first
+        layer, the gradient energy and the head's input part share one product with x.
+        Returns f(stack, flat) -> (prediction, gradient energy). Same integer sums as
+        `offsets` and `gradient_energy`, so the same results."""
+        net = self.nets[len(priors)]
+        n_in = P.input_size(len(priors))
+        diff = P.gradient_energy_matrix(channel, priors)
+        hidden = kind != HEAD_LINEAR_FIT
+        cols = ([net.w1t] if hidden else []) + [diff]
+        if kind != HEAD_TRAINED:
+            coef = head.coef
+            n_hidden = len(net.b2) if hidden else 0
+            ca = coef[:n_hidden].astype(np.float64)
+            cols.append(coef[n_hidden:n_hidden + n_in].astype(np.float64)[:, None])
+            const = float(int(coef[-1]) + (1 << (head.shift - 1)))
+            scale = 2.0 ** -head.shift
+        fused = np.concatenate(cols, axis=1)
+        h1 = net.w1t.shape[1] if hidden else 0
+
+        def step(stack: np.ndarray, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            x, ref = P.gather_inputs(stack, flat, channel, priors)
+            z = x @ fused
+            grad = np.abs(z[:, h1:h1 + 3]).sum(axis=1)
+            if hidden:
+                a1 = z[:, :h1] + net.b1f
+                P._relu_shift(a1, net.s1 - P.ACT_BITS)
+                a2 = a1 @ net.w2t
+                a2 += net.b2f
+                P._relu_shift(a2, net.s2)
+            if kind == HEAD_TRAINED:
+                offset = net.head(a2)
+            else:
+                acc = z[:, -1] + const
+                if hidden:
+                    acc += a2 @ ca
+                offset = np.floor(acc * scale).astype(np.int64)
+            return np.minimum(np.maximum(ref + offset, 0), 255), grad
+
+        return step
+
     def head_size(self, kind: int, n_priors: int) -> int:
         n_in = P.input_size(n_priors)
         return n_in + 1 + (len(self.nets[n_priors].b2) if kind == HEAD_NETWORK_FIT else 0)
@@ -459,11 +500,11 @@ class MlpCodec:
         res = layout.pad(border_res)
         plane = stack[0].size
         flat_vals, flat_res = stack.reshape(-1), res.reshape(-1)
+        kernels = {ch: self.predictor.wavefront_kernel(ch, priors[ch], kind, heads[ch]) for ch in order}
         for flat, last in layout.wavefronts():
             for ch in order:
-                ref, (offset,), x = self.predictor.offsets(stack, flat, ch, priors[ch], [(kind, heads[ch])])
-                pred = np.minimum(np.maximum(ref + offset, 0), 255)
-                ctx = np.searchsorted(thresholds[ch], P.context_energy(res, flat, x, ch, priors[ch]), side="right")
+                pred, grad = kernels[ch](stack, flat)
+                ctx = np.searchsorted(thresholds[ch], grad + P.residual_energy(res, flat, ch, priors[ch]), side="right")
                 # Each context's stream hands out its next symbols, in wavefront order.
                 counts = np.bincount(ctx, minlength=k)
                 sort = np.argsort(ctx, kind="stable")

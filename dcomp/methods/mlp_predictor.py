@@ -205,6 +205,10 @@ def residual_energy(res: np.ndarray, flat_pos: np.ndarray, channel: int, priors:
     return np.abs(res.reshape(-1)[flat_pos[:, None] + offs]) @ weights
 
 
+def gradient_energy_matrix(channel: int, priors: list[int]) -> np.ndarray:
+    return _energy_layout(channel, tuple(priors), 0, 0)[2]
+
+
 def gradient_energy(x: np.ndarray, channel: int, priors: list[int]) -> np.ndarray:
     """The local-activity part: |W - NW| + |N - NW| + |NE - N|, from the inputs of
     `gather_inputs` (differences of inputs are differences of samples)."""
