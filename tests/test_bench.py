@@ -52,11 +52,11 @@ def test_interrupt_keeps_points_and_resume_finishes(tiny_folder: Path, tmp_path:
     real = runner.measure_image
     calls = []
 
-    def interrupted(name, *args):
+    def interrupted(name, *args, **kw):
         if calls:
             raise KeyboardInterrupt
         calls.append(name)
-        return real(name, *args)
+        return real(name, *args, **kw)
 
     monkeypatch.setattr(runner, "measure_image", interrupted)
     with pytest.raises(KeyboardInterrupt):

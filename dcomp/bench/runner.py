@@ -7,10 +7,11 @@ interrupted run keeps what it measured and `--resume` carries on from there.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -94,8 +95,10 @@ def _measure(encode, decode) -> tuple[bytes, np.ndarray, float, float, float]:
     return data, back, t1 - t0, t2 - t1, _peak_rss_mb()
 
 
-def measure_image(name: str, image: np.ndarray, entries: list[Entry], device: str, done: set) -> list[dict]:
-    """All points of one image. `image` is (H, W, C) uint8."""
+def measure_image(name: str, image: np.ndarray, entries: list[Entry], device: str, done: set,
+                  on_point=None) -> list[dict]:
+    """All points of one image. `image` is (H, W, C) uint8. `on_point` sees each point as
+    soon as it is measured (the serial run saves it at once: Ctrl-C loses nothing)."""
     import dcomp
     from dcomp.classical import get_codec
 
@@ -119,6 +122,8 @@ def measure_image(name: str, image: np.ndarray, entries: list[Entry], device: st
                 data, back, t_enc, t_dec, peak = _measure(enc, dec)
             except Exception as exc:  # noqa: BLE001 - one codec failing must not stop the run
                 points.append({"image": name, "codec": entry.name, "setting": setting, "error": str(exc)})
+                if on_point:
+                    on_point(points[-1])
                 continue
             back = back.reshape(flat.shape)
             point = {"image": name, "codec": entry.name, "kind": entry.kind, "lossless": entry.lossless,
@@ -133,12 +138,20 @@ def measure_image(name: str, image: np.ndarray, entries: list[Entry], device: st
                 point["ssim"] = metrics.ssim(rgb_a, rgb_b)
                 point["ms_ssim"], point["ms_ssim_scales"] = metrics.ms_ssim(rgb_a, rgb_b)
             points.append(point)
+            if on_point:
+                on_point(point)
     return points
+
+
+def _worker_init() -> None:
+    # Ctrl-C reaches the whole process group; the parent alone handles it (it terminates the
+    # pool), so workers do not die half-way through writing a result.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def _job(args) -> list[dict]:
     image, entries, device, done = args
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     return measure_image(image.name, image.load(), entries, device, done)
 
 
@@ -168,31 +181,29 @@ def run(config: BenchConfig, out_dir: Path, resume: bool = False, log=print, pro
     todo = [img for img in images
             if any((img.name, e.name, json.dumps(s)) not in done for e in entries for s in e.settings)]
     log(f"{label}: {len(images)} images, {len(todo)} to measure, {len(entries)} codecs/methods")
-    finished = 0
     with points_path.open("a") as sink:
-        def keep(new: list[dict]) -> None:
-            nonlocal finished
-            for p in new:
-                sink.write(json.dumps(p) + "\n")
+        def save(point: dict) -> None:
+            sink.write(json.dumps(point) + "\n")
             sink.flush()
-            points.extend(new)
-            finished += 1
-            if progress:
-                progress(finished, len(todo))
+            points.append(point)
 
         if config.jobs <= 1:
-            for img in todo:
-                keep(measure_image(img.name, img.load(), entries, config.device, done))
+            for i, img in enumerate(todo, 1):
+                measure_image(img.name, img.load(), entries, config.device, done, on_point=save)
+                if progress:
+                    progress(i, len(todo))
         else:
-            with ProcessPoolExecutor(config.jobs) as pool:
-                # Images load in the workers: file-based ones travel as paths, not pixels.
-                futures = [pool.submit(_job, (img, entries, config.device, done)) for img in todo]
+            # Images load in the workers: file-based ones travel as paths, not pixels.
+            with multiprocessing.Pool(config.jobs, initializer=_worker_init) as pool:
+                jobs = pool.imap_unordered(_job, [(img, entries, config.device, done) for img in todo])
                 try:
-                    for fut in as_completed(futures):
-                        keep(fut.result())
+                    for i, new in enumerate(jobs, 1):
+                        for point in new:
+                            save(point)
+                        if progress:
+                            progress(i, len(todo))
                 except KeyboardInterrupt:
-                    for fut in futures:
-                        fut.cancel()
+                    pool.terminate()  # images in flight are lost; finished ones are saved
                     raise
     return points
 
