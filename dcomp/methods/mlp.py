@@ -275,9 +275,10 @@ def fit_head(features: np.ndarray, target: np.ndarray, bound: np.ndarray) -> Fit
 ENERGY_CLIP = 4095  # energies above share the top bin; keeps the histograms small
 
 
-def choose_bins(energy: np.ndarray, symbols: np.ndarray, k: int, joint: np.ndarray) -> tuple[np.ndarray, float]:
+def choose_bins(joint: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     """K-1 thresholds at equal-population quantiles of this image's context energy, and the
-    estimated cost in bits (zero-order entropy per bin plus a table cost)."""
+    estimated cost in bits (zero-order entropy per bin plus a table cost), from the joint
+    histogram of (clipped energy, symbol)."""
     cum = np.cumsum(joint.sum(axis=1))
     targets = cum[-1] * np.arange(1, k) / k
     th = np.unique(np.searchsorted(cum, targets, side="left"))
@@ -285,7 +286,7 @@ def choose_bins(energy: np.ndarray, symbols: np.ndarray, k: int, joint: np.ndarr
     per_bin = np.add.reduceat(joint, edges[:-1], axis=0)
     total = per_bin.sum(axis=1, keepdims=True)
     p = np.where(per_bin > 0, per_bin / np.maximum(total, 1), 1)
-    bits = -(per_bin * np.log2(p)).sum() + 0.03 * len(symbols) + 2.5 * np.count_nonzero(per_bin)
+    bits = -(per_bin * np.log2(p)).sum() + 0.03 * cum[-1] + 2.5 * np.count_nonzero(per_bin)
     return th.astype(np.int64), float(bits)
 
 
@@ -402,7 +403,7 @@ class MlpCodec:
         for k in TABLE_COUNTS:
             if k > 1 and len(flat) < 256 * k:
                 break
-            found = {ch: choose_bins(energies[ch], symbols[ch], k, joints[ch]) for ch in order}
+            found = {ch: choose_bins(joints[ch], k) for ch in order}
             cost = sum(bits for _, bits in found.values())
             if best is None or cost < best[0]:
                 best = (cost, k, {ch: th for ch, (th, _) in found.items()})
