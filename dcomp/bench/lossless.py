@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dcomp import container, registry
-from dcomp.bench import synthetic
+from dcomp.bench import runner, synthetic
 from dcomp.classical import available_codecs
 from dcomp.imageio import list_images, to_array
 
@@ -72,6 +72,8 @@ def run_dataset(dataset: Path, limit: int | None, codec_names: list[str]) -> dic
     codecs, notes = available_codecs(codec_names)
     for note in notes:
         console.print(f"[yellow]skipped[/] {note}")
+    # The classical codecs are measured exactly as `dcomp bench` measures them.
+    entries = [runner.Entry(c.name, "classical", True, [None]) for c in codecs]
     rows: dict[str, list[dict]] = {"mlp": [], "mlp-linear (ablation)": []}
     rows.update({c.name: [] for c in codecs})
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,16 +85,11 @@ def run_dataset(dataset: Path, limit: int | None, codec_names: list[str]) -> dic
             rows["mlp"].append({"image": path.name, "bpsp": r["bytes"] * 8 / subpixels, **r})
             size = mlp_linear_ablation(arr, mode)
             rows["mlp-linear (ablation)"].append({"image": path.name, "bpsp": size * 8 / subpixels})
-            flat = arr[:, :, 0] if arr.shape[2] == 1 else arr
-            for codec in codecs:
-                start = time.perf_counter()
-                data = codec.encode(flat, None)
-                mid = time.perf_counter()
-                back = codec.decode(data, flat.shape)
-                end = time.perf_counter()
-                rows[codec.name].append({"image": path.name, "bpsp": len(data) * 8 / subpixels,
-                                         "encode_s": mid - start, "decode_s": end - mid,
-                                         "exact": bool(np.array_equal(back, flat))})
+            for point in runner.measure_image(path.name, arr, entries, "cpu", set()):
+                if "error" in point:
+                    console.print(f"[red]{point['codec']} failed on {path.name}:[/] {point['error']}")
+                else:
+                    rows[point["codec"]].append(point)
             console.print(f"[{i}/{len(paths)}] {path.name}: mlp {rows['mlp'][-1]['bpsp']:.3f} bpsp, "
                           f"enc {r['encode_s']:.2f} s, dec {r['decode_s']:.2f} s", highlight=False)
     return rows
