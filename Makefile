@@ -4,7 +4,7 @@ PIP     := .venv/bin/pip
 DATA    ?= ../shared/data
 KODAK   ?= $(DATA)/kodak
 
-.PHONY: install test test-slow bench-lossless bench-memory train-mlp clean
+.PHONY: install test test-slow bench-lossless bench-memory bench-lossy-kodak bench-lossy-cifar10 train-mlp train-cnn-ae train-cnn-ae-ft clean
 
 # torch first, pinned to the CPU build on disk: letting pip resolve torch would pull CUDA wheels.
 install:
@@ -27,8 +27,25 @@ bench-lossless:
 bench-memory:
 	$(PY) -m dcomp.bench.lossless --memory $(DATA)/photos-train/001.png --json results/memory.json
 
+# Lossy methods against the classical codecs (and CompressAI's published curves on Kodak):
+# tables, BD-rates, plots and per-image timings in results/.
+bench-lossy-kodak:
+	.venv/bin/dcomp bench --dataset $(KODAK) --methods cnn-ae,cnn-ae-ft --codecs jpeg,jpeg2000,webp,avif \
+		--out results/bench-kodak-lossy
+
+bench-lossy-cifar10:
+	.venv/bin/dcomp bench --dataset cifar10 --data-dir $(DATA)/cifar10-subset --methods cnn-ae,cnn-ae-ft \
+		--codecs jpeg,jpeg2000,webp,avif --out results/bench-cifar10-lossy
+
 train-mlp:
 	.venv/bin/dcomp train mlp --data $(DATA)/photos-train --out weights/mlp.npz --steps 12000
+
+# The committed lossy weights: pre-training, then fine-tuning (add --resume to continue either).
+train-cnn-ae:
+	.venv/bin/dcomp train cnn-ae --data $(DATA)/photos-train --cifar $(DATA)/cifar10-subset --minutes 55
+
+train-cnn-ae-ft:
+	.venv/bin/dcomp train cnn-ae-ft --data $(DATA)/photos-train --init weights/cnn-ae.npz --minutes 30
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache results

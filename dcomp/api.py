@@ -8,10 +8,20 @@ from dcomp.errors import CorruptFileError, UnsupportedError, WeightsError
 from dcomp.imageio import to_array
 
 
-def compress(image, method: str = "mlp", quality: int | None = None, device: str = "auto") -> bytes:
-    """Compress a PIL image or uint8 array (H, W), (H, W, 3) or (H, W, 4) into .dcz bytes."""
+def compress(image, method: str = "mlp", quality: int | None = None, device: str = "auto",
+             target_bpp: float | None = None, target_psnr: float | None = None) -> bytes:
+    """Compress a PIL image or uint8 array (H, W), (H, W, 3) or (H, W, 4) into .dcz bytes.
+
+    A lossy method takes a quality, or a target instead: target_bpp picks the highest quality
+    whose file stays within that many bits per pixel, target_psnr the lowest quality whose
+    decoded image reaches that PSNR (dB, over all channels).
+    """
     codec = registry.get(method)
     arr, mode = to_array(image)
+    if target_bpp is not None or target_psnr is not None:
+        if codec.qualities is None:
+            raise UnsupportedError(f"method {method} is lossless: --bpp and --psnr need a lossy method")
+        return _compress_to_target(arr, method, list(codec.qualities), device, target_bpp, target_psnr)
     if codec.qualities is None:
         if quality not in (None, 0):
             raise UnsupportedError(f"method {method} is lossless and takes no quality")
@@ -22,6 +32,47 @@ def compress(image, method: str = "mlp", quality: int | None = None, device: str
     header.to_bytes()  # validates the geometry before any work is done
     sections = codec.encode(arr, quality or None, device)
     return container.Container(header, sections).to_bytes()
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.reshape(a.shape)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def _compress_to_target(arr: np.ndarray, method: str, qualities: list[int], device: str,
+                        target_bpp: float | None, target_psnr: float | None) -> bytes:
+    """Binary search over the qualities; size and PSNR grow with quality."""
+    pixels = arr.shape[0] * arr.shape[1]
+    done: dict[int, bytes] = {}
+
+    def encode(q: int) -> bytes:
+        if q not in done:
+            done[q] = compress(arr, method, q, device)
+        return done[q]
+
+    def meets(q: int) -> bool:
+        data = encode(q)
+        if target_bpp is not None:
+            return len(data) * 8 / pixels <= target_bpp
+        return _psnr(arr, decompress(data, device)) >= target_psnr
+
+    # bpp: the last quality that meets the target; PSNR: the first one.
+    lo, hi = 0, len(qualities) - 1
+    if target_bpp is not None:
+        if not meets(qualities[0]):
+            raise UnsupportedError(f"cannot reach {target_bpp} bpp with {method}: its lowest quality gives "
+                                   f"{len(encode(qualities[0])) * 8 / pixels:.3f} bpp")
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if meets(qualities[mid]) else (lo, mid - 1)
+        return encode(qualities[lo])
+    if not meets(qualities[-1]):
+        raise UnsupportedError(f"cannot reach {target_psnr} dB with {method}: its highest quality gives "
+                               f"{_psnr(arr, decompress(encode(qualities[-1]), device)):.2f} dB")
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if meets(qualities[mid]) else (mid + 1, hi)
+    return encode(qualities[lo])
 
 
 def decompress(data: bytes, device: str = "auto") -> np.ndarray:

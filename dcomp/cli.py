@@ -133,6 +133,10 @@ def compress(
     inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Images to compress; '-' reads standard input."),
     method: str = typer.Option(..., "-m", "--method", help="Codec method (see `dcomp methods`)."),
     quality: Optional[int] = typer.Option(None, "-q", "--quality", help="Quality level of a lossy method."),
+    bpp: Optional[float] = typer.Option(None, "--bpp", help="Lossy: the highest quality whose file stays within "
+                                                           "this many bits per pixel (instead of -q)."),
+    psnr: Optional[float] = typer.Option(None, "--psnr", help="Lossy: the lowest quality whose decoded image "
+                                                             "reaches this PSNR in dB (instead of -q)."),
     output: Optional[str] = typer.Option(None, "-o", "--output",
                                          help="Output file, folder (several inputs), or '-' for standard output. "
                                               "Default: beside the input as NAME.dcz; standard output for '-'."),
@@ -148,10 +152,17 @@ def compress(
         if device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"unknown device '{device}' (auto, cpu or cuda)")
         codec = registry.get(method)
-        if codec.qualities is None and quality is not None:
-            raise UsageError(f"method {method} is lossless and takes no -q")
-        if codec.qualities is not None and (quality is None or quality not in codec.qualities):
-            raise UsageError(f"method {method} needs -q in {codec.qualities.start}..{codec.qualities.stop - 1}")
+        targets = sum(v is not None for v in (quality, bpp, psnr))
+        if targets > 1:
+            raise UsageError("give one of -q, --bpp and --psnr")
+        if codec.qualities is None and targets:
+            raise UsageError(f"method {method} is lossless and takes no -q, --bpp or --psnr")
+        if codec.qualities is not None and not (bpp is not None or psnr is not None) \
+                and (quality is None or quality not in codec.qualities):
+            raise UsageError(f"method {method} needs -q in {codec.qualities.start}..{codec.qualities.stop - 1} "
+                             "(or --bpp / --psnr)")
+        if (bpp is not None and bpp <= 0) or (psnr is not None and psnr <= 0):
+            raise UsageError("--bpp and --psnr take a positive number")
         codec.model_id()  # missing weights: one message, before any file is touched
         outputs = _plan_outputs(inputs, output, ".dcz")
     except (UsageError, UnknownMethodError) as exc:
@@ -162,8 +173,11 @@ def compress(
     def work(data: bytes, name: str, target: str):
         image = read_image(data, name)
         size = image.size
-        out = api.compress(image, method, quality, device)
-        return out, {"bytes": len(out), "bpp": round(len(out) * 8 / (size[0] * size[1]), 4)}
+        out = api.compress(image, method, quality, device, target_bpp=bpp, target_psnr=psnr)
+        record = {"bytes": len(out), "bpp": round(len(out) * 8 / (size[0] * size[1]), 4)}
+        if codec.qualities is not None:
+            record["quality"] = api.info(out)["quality"]
+        return out, record
 
     try:
         _run_batch(inputs, outputs, work, json_out, force, "compressed")
@@ -337,14 +351,19 @@ def _print_bench_tables(summary: dict) -> None:
     curves = summary["curves"]
     if curves:
         bd = summary["bd_rate_psnr"]
-        anchors = [a for a in ("jpeg", "jpeg2000", "webp", "avif") if a in curves]
-        t = Table("codec", "points", "bpp range", "PSNR range", *[f"BD-rate vs {a}" for a in anchors],
+        from dcomp.bench.report import ANCHORS
+
+        anchors = [a for a in ANCHORS if a in curves]
+        t = Table("codec", "points", "bpp range", "PSNR range",
+                  *[f"BD-rate vs {a.replace(' (published)', '*')}" for a in anchors],
                   title=summary["title"] + ": lossy (BD-rate on PSNR, negative is better)")
         for name, pts in sorted(curves.items()):
             t.add_row(name, str(len(pts)), f"{pts[0]['bpp']:.2f}–{pts[-1]['bpp']:.2f}",
                       f"{pts[0]['psnr']:.1f}–{pts[-1]['psnr']:.1f}",
                       *[f"{bd[name][a]:+.1f}%" if bd[name].get(a) is not None else "-" for a in anchors])
         console.print(t)
+        if any(a.endswith("(published)") for a in anchors):
+            console.print("* published curve (CompressAI's measurement on Kodak), not measured in this run")
 
 
 @train_app.command("mlp")
@@ -365,6 +384,63 @@ def train_mlp(
     record = train(data, out, steps=steps, hidden=widths, seed=seed, resume=resume,
                    log=lambda m: err.print(m, highlight=False))
     err.print(f"wrote {out} (sha256 {record['sha256'][:16]}…) in {record['seconds']} s", highlight=False)
+
+
+def _train_cnn_ae(method: str, data: Path, out: Path, cifar: Optional[Path], init: Optional[Path], steps: int,
+                  minutes: float, crop: int, batch: int, lr_scale: float, resume: bool, seed: int) -> None:
+    from dcomp.train.cnn_ae import train
+
+    if not data.is_dir():
+        _fail(f"{data}: no such folder", EXIT_USAGE)
+    if init is not None and not init.is_file():
+        _fail(f"{init}: no such weights file", EXIT_USAGE)
+    if crop % 8 or crop < 32:
+        _fail("--crop must be a multiple of 8, at least 32", EXIT_USAGE)
+    try:
+        record = train(data, out, cifar_dir=cifar, init=init, steps=steps, minutes=minutes, crop=crop, batch=batch,
+                       lr_scale=lr_scale, resume=resume, seed=seed, method=method,
+                       log=lambda m: err.print(m, highlight=False))
+    except (DcompError, ValueError) as exc:
+        _fail(str(exc), EXIT_FAILED)
+    err.print(f"wrote {out} (sha256 {record['sha256'][:16]}…) after {record['curve'][-1]['step']} steps, "
+              f"{record['seconds_total']} s in all", highlight=False)
+
+
+@train_app.command("cnn-ae")
+def train_cnn_ae(
+    data: Path = typer.Option(..., "--data", help="Folder of training photographs (never the evaluation set)."),
+    cifar: Optional[Path] = typer.Option(None, "--cifar", help="CIFAR-10 archive, or a folder holding it: "
+                                                               "every 4th batch is 64 of its training images."),
+    out: Path = typer.Option(Path("weights/cnn-ae.npz"), "--out", help="Weights file to write."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights."),
+    steps: int = typer.Option(100000, "--steps", help="Stop after this many steps..."),
+    minutes: float = typer.Option(60.0, "--minutes", help="...or after this many minutes."),
+    crop: int = typer.Option(128, "--crop", help="Side of the random photo crops."),
+    batch: int = typer.Option(8, "--batch", help="Photo crops per step."),
+    lr_scale: float = typer.Option(1.0, "--lr-scale", help="Multiply every learning rate."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the weights in --out and extend its curve."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train the cnn-ae autoencoder (all qualities in one model); writes weights, SHA-256, learning curve."""
+    _train_cnn_ae("cnn-ae", data, out, cifar, init, steps, minutes, crop, batch, lr_scale, resume, seed)
+
+
+@train_app.command("cnn-ae-ft")
+def train_cnn_ae_ft(
+    data: Path = typer.Option(..., "--data", help="Folder of training photographs (never the evaluation set)."),
+    init: Optional[Path] = typer.Option(Path("weights/cnn-ae.npz"), "--init",
+                                        help="The pre-trained cnn-ae weights to fine-tune."),
+    out: Path = typer.Option(Path("weights/cnn-ae-ft.npz"), "--out", help="Weights file to write."),
+    steps: int = typer.Option(100000, "--steps", help="Stop after this many steps..."),
+    minutes: float = typer.Option(30.0, "--minutes", help="...or after this many minutes."),
+    crop: int = typer.Option(256, "--crop", help="Side of the random photo crops (larger than pre-training)."),
+    batch: int = typer.Option(4, "--batch", help="Photo crops per step."),
+    lr_scale: float = typer.Option(0.5, "--lr-scale", help="Multiply every learning rate."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the weights in --out and extend its curve."),
+    seed: int = typer.Option(1, "--seed"),
+) -> None:
+    """Fine-tune cnn-ae into cnn-ae-ft on larger crops of high-resolution photographs only."""
+    _train_cnn_ae("cnn-ae-ft", data, out, None, init, steps, minutes, crop, batch, lr_scale, resume, seed)
 
 
 def _click_exceptions():

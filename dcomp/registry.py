@@ -15,6 +15,8 @@ from dcomp.methods.base import Codec
 # name -> (method id, module, class, weights file)
 METHODS: dict[str, tuple[int, str, str, str]] = {
     "mlp": (1, "dcomp.methods.mlp", "MlpCodec", "mlp.npz"),
+    "cnn-ae": (2, "dcomp.methods.cnn_ae", "CnnAeCodec", "cnn-ae.npz"),
+    "cnn-ae-ft": (3, "dcomp.methods.cnn_ae", "CnnAeFtCodec", "cnn-ae-ft.npz"),
 }
 
 _cache: dict[str, Codec] = {}

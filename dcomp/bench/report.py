@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dcomp.bench import metrics
+from dcomp.bench import metrics, published
 
 PSNR_CAP = 100.0  # identical images have infinite PSNR; cap it so averages stay finite
-ANCHORS = ("jpeg", "jpeg2000", "webp", "avif")
+ANCHORS = ("jpeg", "jpeg2000", "webp", "avif", published.HYPERPRIOR)
 
 
 def curves(points: list[dict]) -> dict[str, list[dict]]:
@@ -81,7 +81,7 @@ def plot(curve_map: dict[str, list[dict]], out_dir: Path, title: str) -> list[Pa
             if pts:
                 ax.plot([p["bpp"] for p in pts], [p[key] for p in pts], marker="o", ms=3,
                         lw=2.2 if name not in ANCHORS and "-" in name or name.startswith("cnn") else 1.2,
-                        label=name)
+                        ls="--" if pts[0].get("published") else "-", label=name)
         ax.set_xlabel("bits per pixel (file size)")
         ax.set_ylabel(label)
         ax.set_title(title)
@@ -136,6 +136,9 @@ def markdown(title: str, settings: dict, lossless: dict, curve_map: dict, bd: di
                   "|---|---|---|---|---|---|---|---|"]
         for name, pts in sorted(curve_map.items()):
             for p in pts:
+                if p.get("published"):
+                    lines.append(f"| {name} | – | {p['bpp']:.3f} | {p['psnr']:.2f} | – | – | – | – |")
+                    continue
                 lines.append(f"| {name} | {p['setting']} | {p['bpp']:.3f} | {p['psnr']:.2f} | {p['ssim']:.4f} | "
                              f"{_fmt(p['ms_ssim'], '.4f')} ({p['ms_ssim_scales']}) | {p['encode_s']:.3f} | "
                              f"{p['decode_s']:.3f} |")
@@ -151,6 +154,8 @@ def markdown(title: str, settings: dict, lossless: dict, curve_map: dict, bd: di
 def build(points: list[dict], out_dir: Path, title: str) -> dict:
     settings = json.loads((out_dir / "settings.json").read_text()) if (out_dir / "settings.json").exists() else {}
     curve_map = curves(points)
+    if curve_map:
+        curve_map.update(published.curves_for(settings.get("dataset_label"), settings.get("images")))
     lossless = lossless_summary(points)
     bd = bd_table(curve_map)
     plots = plot(curve_map, out_dir, title) if curve_map else []

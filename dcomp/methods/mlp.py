@@ -614,3 +614,15 @@ def _decode_filtered(data: bytes, shape) -> np.ndarray:
         raise ValueError("filtered data has the wrong size")
     planes = F.filter_inverse(np.frombuffer(raw, dtype=np.uint8).reshape(c, h, w), data[1])
     return F.colour_inverse(np.ascontiguousarray(np.moveaxis(planes, 0, 2)))
+
+
+def encode_plane_lossless(plane: np.ndarray) -> bytes:
+    """An (H, W, 1) uint8 plane (e.g. alpha of a lossy image), losslessly, without weights."""
+    return _encode_filtered(plane, 0)
+
+
+def decode_plane_lossless(data: bytes, shape) -> np.ndarray:
+    try:
+        return _decode_filtered(data, shape)
+    except (ValueError, zstandard.ZstdError, lzma.LZMAError) as exc:
+        raise CorruptFileError(f"corrupted lossless plane ({exc})") from None

@@ -1,0 +1,205 @@
+"""Train `cnn-ae` (random crops of photographs, with CIFAR-10 batches mixed in) and
+`cnn-ae-ft` (the same network fine-tuned on larger crops of the photographs only).
+
+One model learns all eight qualities at once: every item of a batch draws its own quality,
+hence its own gains and lambda. Training stops after --steps or --minutes, whichever comes
+first, and writes the weights (with the integer coding tables made from them), their
+SHA-256 and the learning curve (validation bpp and PSNR on held-out photos against steps).
+--resume continues from the weights in --out and appends to its curve.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dcomp.imageio import list_images, load_rgb
+from dcomp.methods import cnn_ae as M
+
+VAL_QUALITIES = (0, 3, 7)
+VAL_CROP = 512
+
+
+def _photos(paths: list[Path], log) -> list[np.ndarray]:
+    """Each photo at full size and at 0.6x (closer to the detail density of smaller images)."""
+    from PIL import Image
+    out = []
+    for p in paths:
+        a = load_rgb(p)
+        out.append(a)
+        img = Image.fromarray(a)
+        out.append(np.asarray(img.resize((int(a.shape[1] * 0.6), int(a.shape[0] * 0.6)), Image.LANCZOS)))
+    log(f"loaded {len(paths)} photos ({sum(x.size for x in out) / 3e6:.1f} Mpixel with their 0.6x copies)")
+    return out
+
+
+def _cifar(folder: Path | None, log) -> np.ndarray | None:
+    if folder is None:
+        return None
+    from dcomp.bench.datasets import resolve_dataset
+    # A folder holding the CIFAR-10 archive (as `dcomp bench --data-dir`), or the archive itself.
+    spec, data_dir = ("cifar10", folder) if folder.is_dir() else (str(folder), None)
+    _, images = resolve_dataset(spec, data_dir=data_dir, split="train", progress=False, on_note=lambda m: None)
+    arr = np.stack([im.array for im in images])
+    log(f"loaded {len(arr)} CIFAR-10 training images")
+    return arr
+
+
+def _crops(photos: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    out = np.empty((n, size, size, 3), dtype=np.uint8)
+    for i in range(n):
+        a = photos[rng.integers(len(photos))]
+        y = rng.integers(0, a.shape[0] - size + 1)
+        x = rng.integers(0, a.shape[1] - size + 1)
+        c = a[y:y + size, x:x + size]
+        if rng.random() < 0.5:
+            c = c[:, ::-1]
+        out[i] = c
+    return out
+
+
+def _to_tensor(batch: np.ndarray):
+    import torch
+    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def validate(model, val_images: list[np.ndarray]) -> dict:
+    """Bits from the model's own likelihood of the rounded latents, PSNR of the decoded crop."""
+    import torch
+    out = {}
+    with torch.no_grad():
+        for q in VAL_QUALITIES:
+            bpp, psnr = [], []
+            for img in val_images:
+                x = _to_tensor(img[None])
+                qi = torch.tensor([q])
+                _, b, mse = M.rate_distortion(model, x, qi, noise=False)
+                gain, inv = model.gains(qi)
+                x_hat = torch.clamp(model.synthesis(torch.round(model.analysis(x) * gain) * inv), 0, 1)
+                mse = float(((torch.round(x_hat * 255) - x * 255) ** 2).mean())
+                bpp.append(float(b))
+                psnr.append(10 * math.log10(255 ** 2 / max(mse, 1e-10)))
+            out[f"q{q + 1}"] = {"bpp": round(float(np.mean(bpp)), 4), "psnr": round(float(np.mean(psnr)), 3)}
+    return out
+
+
+def _param_groups(model, scale: float):
+    groups = {"transform": [], "residual": [], "gain": [], "entropy": []}
+    for name, p in model.named_parameters():
+        if name.startswith("block_"):
+            groups["transform"].append(p)
+        elif "gain" in name:
+            groups["gain"].append(p)
+        elif name in ("log_scales", "mix_logit"):
+            groups["entropy"].append(p)
+        else:
+            groups["residual"].append(p)
+    lrs = {"transform": 2e-4, "residual": 1e-3, "gain": 3e-3, "entropy": 1e-2}
+    return [{"params": ps, "lr": lrs[k] * scale, "name": k} for k, ps in groups.items()]
+
+
+def train(data_dir: Path, out: Path, cifar_dir: Path | None = None, init: Path | None = None,
+          steps: int = 100000, minutes: float = 60.0, crop: int = 128, batch: int = 8,
+          cifar_every: int = 4, lr_scale: float = 1.0, val_every: int = 250, seed: int = 0,
+          resume: bool = False, threads: int = 2, method: str = "cnn-ae", log=print) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed + int(time.time()) if resume else seed)
+    paths = list_images(data_dir)
+    if len(paths) < 2:
+        raise ValueError(f"need at least 2 training images in {data_dir}")
+    n_val = max(1, len(paths) // 10)  # the same hold-out as `dcomp train mlp`
+    train_paths, val_paths = paths[:-n_val], paths[-n_val:]
+    photos = _photos(train_paths, log)
+    val_images = []
+    for p in val_paths:
+        a = load_rgb(p)
+        y0, x0 = (a.shape[0] - VAL_CROP) // 2, (a.shape[1] - VAL_CROP) // 2
+        val_images.append(a[max(y0, 0):max(y0, 0) + VAL_CROP, max(x0, 0):max(x0, 0) + VAL_CROP])
+    cifar = _cifar(cifar_dir, log)
+
+    model = M.build_model()
+    record_path = out.with_name(out.stem + ".train.json")
+    record = {"method": method, "curve": [], "runs": []}
+    start_step = 0
+    source = out if resume and out.exists() else init
+    if source is not None:
+        w = M.Weights(source)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in w.params.items()})
+        log(f"starting from {source}")
+        if resume and record_path.exists():
+            record = json.loads(record_path.read_text())
+            start_step = record["curve"][-1]["step"] if record["curve"] else 0
+    model.train()
+    opt = torch.optim.Adam(_param_groups(model, lr_scale))
+
+    t0 = time.time()
+    # Curve times count training seconds across resumed runs.
+    offset = record["curve"][-1]["seconds"] if record["curve"] else 0.0
+    step = start_step
+    deadline = t0 + minutes * 60
+    last_log = t0
+    run_losses = []
+    if not record["curve"] or record["curve"][-1]["step"] != step:
+        record["curve"].append({"step": step, "seconds": 0.0, **validate(model, val_images)})
+        log(f"step {step}: {record['curve'][-1]}")
+    try:  # Ctrl-C stops training early but still saves the weights and the curve
+        while step < start_step + steps and time.time() < deadline:
+            if cifar is not None and cifar_every and step % cifar_every == cifar_every - 1:
+                idx = rng.integers(0, len(cifar), batch * 8)
+                imgs = cifar[idx]
+                flip = rng.random(len(idx)) < 0.5
+                imgs[flip] = imgs[flip][:, :, ::-1]
+            else:
+                imgs = _crops(photos, batch, crop, rng)
+            x = _to_tensor(imgs)
+            q = torch.from_numpy(rng.integers(0, M.QUALITIES, len(x)))
+            loss, bpp, mse = M.rate_distortion(model, x, q)
+            loss = loss.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            step += 1
+            run_losses.append(float(loss.detach()))
+            if time.time() - last_log > 60:
+                log(f"step {step}: loss {np.mean(run_losses[-100:]):.4f} ({(time.time() - t0) / (step - start_step):.2f} s/step)")
+                last_log = time.time()
+            if step % val_every == 0:
+                elapsed = offset + time.time() - t0
+                record["curve"].append({"step": step, "seconds": round(elapsed, 1), **validate(model, val_images)})
+                log(f"step {step}: {record['curve'][-1]}")
+                _save(model, out, record, method)
+    except KeyboardInterrupt:
+        log(f"interrupted at step {step}: saving")
+    if record["curve"][-1]["step"] != step:
+        record["curve"].append({"step": step, "seconds": round(offset + time.time() - t0, 1),
+                                **validate(model, val_images)})
+    record["seconds_total"] = round(offset + time.time() - t0, 1)
+    record["runs"].append({"data": str(data_dir), "cifar": str(cifar_dir) if cifar_dir else None,
+                           "init": str(init) if init else None,
+                           "init_sha256": hashlib.sha256(Path(init).read_bytes()).hexdigest() if init else None,
+                           "resume": resume, "steps": step - start_step,
+                           "lambdas": list(M.LAMBDAS), "crop": crop, "batch": batch, "cifar_every": cifar_every,
+                           "lr_scale": lr_scale,
+                           "threads": threads, "seconds": round(time.time() - t0, 1),
+                           "train_images": len(train_paths), "val_images": len(val_paths)})
+    return _save(model, out, record, method)
+
+
+def _save(model, out: Path, record: dict, method: str) -> dict:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.npz")
+    M.save_weights(model, tmp, {"method": method, "architecture": {}})
+    tmp.replace(out)
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    out.with_name(out.name + ".sha256").write_text(f"{digest}  {out.name}\n")
+    record["sha256"] = digest
+    out.with_name(out.stem + ".train.json").write_text(json.dumps(record, indent=1))
+    return record
