@@ -4,7 +4,7 @@ PIP     := .venv/bin/pip
 DATA    ?= ../shared/data
 KODAK   ?= $(DATA)/kodak
 
-.PHONY: install test test-slow bench-lossless bench-memory bench-lossy-kodak bench-lossy-cifar10 train-mlp train-cnn-ae train-cnn-ae-ft clean
+.PHONY: install test test-slow bench-lossless bench-memory bench-lossy-kodak bench-lossy-cifar10 bench-memory-lossy train-mlp train-cnn-ae train-cnn-ae-ft clean
 
 # torch first, pinned to the CPU build on disk: letting pip resolve torch would pull CUDA wheels.
 install:
@@ -37,15 +37,19 @@ bench-lossy-cifar10:
 	.venv/bin/dcomp bench --dataset cifar10 --data-dir $(DATA)/cifar10-subset --methods cnn-ae,cnn-ae-ft \
 		--codecs jpeg,jpeg2000,webp,avif --out results/bench-cifar10-lossy
 
+# 4000x3000 lossy round trip through the CLI (tiled transforms), peak memory of each step.
+bench-memory-lossy:
+	$(PY) -m dcomp.bench.memory --photo $(DATA)/photos-train/001.png -m cnn-ae-ft -q 4 --json results/memory-lossy.json
+
 train-mlp:
 	.venv/bin/dcomp train mlp --data $(DATA)/photos-train --out weights/mlp.npz --steps 12000
 
 # The committed lossy weights: pre-training, then fine-tuning (add --resume to continue either).
 train-cnn-ae:
-	.venv/bin/dcomp train cnn-ae --data $(DATA)/photos-train --cifar $(DATA)/cifar10-subset --minutes 55
+	.venv/bin/dcomp train cnn-ae --data $(DATA)/photos-train --cifar $(DATA)/cifar10-subset --steps 4500
 
 train-cnn-ae-ft:
-	.venv/bin/dcomp train cnn-ae-ft --data $(DATA)/photos-train --init weights/cnn-ae.npz --minutes 30
+	.venv/bin/dcomp train cnn-ae-ft --data $(DATA)/photos-train --init weights/cnn-ae.npz --minutes 35
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache results

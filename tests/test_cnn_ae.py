@@ -7,6 +7,7 @@ Every test works on a private copy of the installed weights, because `dcomp trai
 weights/ as it goes and a file made with one version does not decode with the next."""
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -610,3 +611,23 @@ def test_fine_tuned_beats_base_model(ae_weights):
         base = rd_cost(dcomp.compress(PHOTO, "cnn-ae", q), PHOTO, q)
         tuned = rd_cost(dcomp.compress(PHOTO, "cnn-ae-ft", q), PHOTO, q)
         assert tuned < base, (q, tuned, base)
+
+
+# ---------------------------------------------------------------- CLI rate control
+
+def test_cli_bpp_target_and_usage_errors(ae_weights, run_cli, tmp_path):
+    Image.fromarray(PHOTO).save(tmp_path / "photo.png")
+    env = {"DCOMP_WEIGHTS_DIR": str(ae_weights)}
+    proc = run_cli("compress", "photo.png", "-m", "cnn-ae", "--bpp", "2", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["bpp"] <= 2 and 1 <= record["quality"] <= 8
+    data = (tmp_path / "photo.dcz").read_bytes()
+    assert dcomp.info(data)["quality"] == record["quality"]
+    for args, words in ((("-q", "3", "--bpp", "1"), "one of"), (("--psnr", "-1"), "positive"),
+                        (("-q", "9"), "1..8")):
+        proc = run_cli("compress", "photo.png", "-m", "cnn-ae", "-o", "x.dcz", *args, env=env)
+        assert words in assert_one_error_line(proc, 2)
+    proc = run_cli("compress", "photo.png", "-m", "mlp", "--bpp", "1", "-o", "y.dcz", env=env)
+    assert "lossless" in assert_one_error_line(proc, 2)
+    assert not (tmp_path / "x.dcz").exists() and not (tmp_path / "y.dcz").exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from dcomp.bench import metrics, published
+from dcomp.registry import METHODS
 
 PSNR_CAP = 100.0  # identical images have infinite PSNR; cap it so averages stay finite
 ANCHORS = ("jpeg", "jpeg2000", "webp", "avif", published.HYPERPRIOR)
@@ -80,7 +81,7 @@ def plot(curve_map: dict[str, list[dict]], out_dir: Path, title: str) -> list[Pa
             pts = [p for p in pts if p.get(key) is not None]
             if pts:
                 ax.plot([p["bpp"] for p in pts], [p[key] for p in pts], marker="o", ms=3,
-                        lw=2.2 if name not in ANCHORS and "-" in name or name.startswith("cnn") else 1.2,
+                        lw=2.2 if name in METHODS else 1.2,
                         ls="--" if pts[0].get("published") else "-", label=name)
         ax.set_xlabel("bits per pixel (file size)")
         ax.set_ylabel(label)

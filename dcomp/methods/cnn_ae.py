@@ -496,8 +496,8 @@ def _tiled(fn, src, scale_in: int, scale_out: int, grid: tuple[int, int], channe
 
 
 REFINE_MAX_POSITIONS = 128 * 128  # latent positions (1 Mpixel): larger images are not refined
-REFINE_ITERATIONS = 4
-REFINE_STEPS = (0.1, 0.2, 0.4)  # tried along the gradient, as the largest change of any latent
+REFINE_ITERATIONS = 3
+REFINE_STEPS = (0.15, 0.3)  # tried along the gradient, as the largest change of any latent
 
 
 def _true_cost(net, x, v, q: int, inverse_gain, lam: float) -> float:
