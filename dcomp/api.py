@@ -34,45 +34,39 @@ def compress(image, method: str = "mlp", quality: int | None = None, device: str
     return container.Container(header, sections).to_bytes()
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.reshape(a.shape)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-
-
 def _compress_to_target(arr: np.ndarray, method: str, qualities: list[int], device: str,
                         target_bpp: float | None, target_psnr: float | None) -> bytes:
     """Binary search over the qualities; size and PSNR grow with quality."""
+    from dcomp.bench.metrics import psnr
+
     pixels = arr.shape[0] * arr.shape[1]
-    done: dict[int, bytes] = {}
+    files: dict[int, bytes] = {}
+    measured: dict[int, float] = {}  # bpp or PSNR of each quality tried
 
-    def encode(q: int) -> bytes:
-        if q not in done:
-            done[q] = compress(arr, method, q, device)
-        return done[q]
+    def measure(q: int) -> float:
+        if q not in measured:
+            files[q] = compress(arr, method, q, device)
+            measured[q] = (len(files[q]) * 8 / pixels if target_bpp is not None
+                           else psnr(arr, decompress(files[q], device).reshape(arr.shape)))
+        return measured[q]
 
-    def meets(q: int) -> bool:
-        data = encode(q)
-        if target_bpp is not None:
-            return len(data) * 8 / pixels <= target_bpp
-        return _psnr(arr, decompress(data, device)) >= target_psnr
-
-    # bpp: the last quality that meets the target; PSNR: the first one.
     lo, hi = 0, len(qualities) - 1
-    if target_bpp is not None:
-        if not meets(qualities[0]):
+    if target_bpp is not None:  # the last quality within the target
+        if measure(qualities[0]) > target_bpp:
             raise UnsupportedError(f"cannot reach {target_bpp} bpp with {method}: its lowest quality gives "
-                                   f"{len(encode(qualities[0])) * 8 / pixels:.3f} bpp")
+                                   f"{measured[qualities[0]]:.3f} bpp")
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if meets(qualities[mid]) else (lo, mid - 1)
-        return encode(qualities[lo])
-    if not meets(qualities[-1]):
-        raise UnsupportedError(f"cannot reach {target_psnr} dB with {method}: its highest quality gives "
-                               f"{_psnr(arr, decompress(encode(qualities[-1]), device)):.2f} dB")
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if meets(qualities[mid]) else (mid + 1, hi)
-    return encode(qualities[lo])
+            lo, hi = (mid, hi) if measure(qualities[mid]) <= target_bpp else (lo, mid - 1)
+    else:  # the first quality reaching the target
+        if measure(qualities[-1]) < target_psnr:
+            raise UnsupportedError(f"cannot reach {target_psnr} dB with {method}: its highest quality gives "
+                                   f"{measured[qualities[-1]]:.2f} dB")
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if measure(qualities[mid]) >= target_psnr else (mid + 1, hi)
+    measure(qualities[lo])
+    return files[qualities[lo]]
 
 
 def decompress(data: bytes, device: str = "auto") -> np.ndarray:

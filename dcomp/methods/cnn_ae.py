@@ -192,20 +192,26 @@ def _dc_activity(y: np.ndarray) -> np.ndarray:
     return out
 
 
+def _group_bins(y: np.ndarray):
+    """Yields each coding group's (..., h, w) bins in turn, each computed from y as it stands
+    when asked: a decoder fills in a group (and turns the DC residuals into values) before
+    asking for the next one's."""
+    groups = channel_groups()
+    yield np.zeros(y.shape[:-3] + y.shape[-2:], dtype=np.int64)  # group 0 (DC): one bin
+    running = _dc_activity(y)
+    for g in range(1, len(groups)):
+        ac = [c for c in groups[g - 1] if c not in DC_CHANNELS]
+        if ac:
+            running = running + np.abs(y[..., ac, :, :]).sum(axis=-3)
+        yield _bins_from_activity(_box3_int(running))
+
+
 def context_bins(y: np.ndarray) -> list[np.ndarray]:
     """Per coding group, the (..., h, w) bin of each block, from the earlier groups only.
 
     y: integer latents (..., 192, h, w). Group 0 (DC) has one bin.
     """
-    groups = channel_groups()
-    running = _dc_activity(y)
-    bins = [np.zeros(running.shape, dtype=np.int64)]
-    for g in range(1, len(groups)):
-        ac = [c for c in groups[g - 1] if c not in DC_CHANNELS]
-        if ac:
-            running = running + np.abs(y[..., ac, :, :]).sum(axis=-3)
-        bins.append(_bins_from_activity(_box3_int(running)))
-    return bins
+    return list(_group_bins(y))
 
 
 def context_bins_torch(y_int):
@@ -365,6 +371,15 @@ def _escape_bytes(values: list[int]) -> bytes:
     return b"".join(write_varint(2 * v if v >= 0 else -2 * v - 1) for v in values)
 
 
+def _bin_spans(bins: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Raster positions ordered by (bin, position), and (bin, start, end) of each non-empty
+    bin in that order: the runs of one table each, as encoder and decoder both walk them."""
+    flat = bins.ravel()
+    counts = np.bincount(flat, minlength=BINS)
+    ends = np.cumsum(counts)
+    return np.argsort(flat, kind="stable"), [(b, int(ends[b] - n), int(ends[b])) for b, n in enumerate(counts) if n]
+
+
 def encode_latents(weights: Weights, y: np.ndarray, q: int) -> bytes:
     """Integer latents (192, h, w) of quality index q to one payload: escapes, then ANS words.
 
@@ -378,16 +393,10 @@ def encode_latents(weights: Weights, y: np.ndarray, q: int) -> bytes:
     coded[DC_CHANNELS] = dc_residual(y[DC_CHANNELS])
     runs: list[tuple[int, np.ndarray]] = []
     for group, bins in zip(channel_groups(), context_bins(y)):
-        flat_bins = bins.ravel()
-        order = np.argsort(flat_bins, kind="stable")
-        counts = np.bincount(flat_bins, minlength=BINS)
+        order, spans = _bin_spans(bins)
         for c in group:
             values = coded[c].ravel()[order]
-            start = 0
-            for b in range(BINS):
-                if counts[b]:
-                    runs.append((table_index(q, c, b), values[start:start + counts[b]]))
-                    start += counts[b]
+            runs.extend((table_index(q, c, b), values[start:end]) for b, start, end in spans)
     escapes: list[int] = []
     symbols = []
     for t, values in runs:
@@ -425,40 +434,24 @@ def decode_latents(weights: Weights, payload: bytes, q: int, h: int, w: int) -> 
         raise CorruptFileError(f"corrupted latent stream ({exc})") from None
     y = np.zeros((LATENT, h, w), dtype=np.int64)
     escape_iter = iter(escapes)
-    groups = channel_groups()
-    running = None
-    for g, group in enumerate(groups):
-        if g == 0:
-            bins = np.zeros((h, w), dtype=np.int64)
-        else:
-            if g == 1:
-                y[DC_CHANNELS] = dc_from_residual(y[DC_CHANNELS])
-                running = _dc_activity(y)
-            ac = [c for c in groups[g - 1] if c not in DC_CHANNELS]
-            if ac:
-                running = running + np.abs(y[ac]).sum(axis=0)
-            bins = _bins_from_activity(_box3_int(running))
-        flat_bins = bins.ravel()
-        order = np.argsort(flat_bins, kind="stable")
-        counts = np.bincount(flat_bins, minlength=BINS)
+    bins_by_group = _group_bins(y)
+    for g, group in enumerate(channel_groups()):
+        if g == 1:  # the later groups' contexts read the DC values, not their residuals
+            y[DC_CHANNELS] = dc_from_residual(y[DC_CHANNELS])
+        order, spans = _bin_spans(next(bins_by_group))
         for c in group:
             values = np.empty(h * w, dtype=np.int64)
-            start = 0
-            for b in range(BINS):
-                n = int(counts[b])
-                if not n:
-                    continue
+            for b, start, end in spans:
                 t = table_index(q, c, b)
                 k = (len(weights.table(t)) - 2) // 2
-                s = coder.decode(weights.coding_model(t), n).astype(np.int64) - k
+                s = coder.decode(weights.coding_model(t), end - start).astype(np.int64) - k
                 outside = np.flatnonzero(s == k + 1)
                 if len(outside):
                     try:
                         s[outside] = [next(escape_iter) for _ in outside]
                     except StopIteration:
                         raise CorruptFileError("corrupted latent stream (missing escapes)") from None
-                values[order[start:start + n]] = s
-                start += n
+                values[order[start:end]] = s
             y[c] = values.reshape(h, w)
     if next(escape_iter, None) is not None or not coder.is_empty():
         raise CorruptFileError("corrupted latent stream (data left over)")

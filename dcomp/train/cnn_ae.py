@@ -77,9 +77,10 @@ def validate(model, val_images: list[np.ndarray]) -> dict:
             for img in val_images:
                 x = _to_tensor(img[None])
                 qi = torch.tensor([q])
-                _, b, mse = M.rate_distortion(model, x, qi, noise=False)
-                gain, inv = model.gains(qi)
-                x_hat = torch.clamp(model.synthesis(torch.round(model.analysis(x) * gain) * inv), 0, 1)
+                gain, inverse_gain = model.gains(qi)
+                y = torch.round(model.analysis(x) * gain)
+                b = M.latent_bits(model, y, y, qi).sum() / (x.shape[2] * x.shape[3])
+                x_hat = torch.clamp(model.synthesis(y * inverse_gain), 0, 1)
                 mse = float(((torch.round(x_hat * 255) - x * 255) ** 2).mean())
                 bpp.append(float(b))
                 psnr.append(10 * math.log10(255 ** 2 / max(mse, 1e-10)))
