@@ -29,6 +29,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from dcomp.bench.folders import make_folder, remove_empty
 from dcomp.errors import DcompError
 
 __all__ = [
@@ -160,9 +161,10 @@ def cache_dir(data_dir: Path | str | None = None) -> Path:
     return Path.home() / ".cache" / "dcomp"
 
 
-def _mkdir(folder: Path) -> None:
+def _mkdir(folder: Path) -> list[Path]:
+    """Create the cache folder; return the folders created (removed again if the download fails)."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        return make_folder(folder)
     except OSError as exc:
         raise DatasetError(f"cannot create cache folder {folder}: {exc.strerror or exc}") from None
 
@@ -184,8 +186,10 @@ def _progress_bar(label: str, total: int | None):
     from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                TransferSpeedColumn)
 
+    console = Console(stderr=True)
+    # Only on a terminal: elsewhere (a log file, a pipe) the bar would leave a stray line.
     bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TimeRemainingColumn(), console=Console(stderr=True))
+                   TimeRemainingColumn(), console=console, disable=not console.is_terminal)
     return bar, bar.add_task(label, total=total)
 
 
@@ -193,10 +197,10 @@ def download(url: str, dest: Path | str, expected_md5: str | None = None, expect
              progress: bool = True) -> Path:
     """Fetch `url` into `dest`, via `dest.part`, checking the byte count and the checksums given.
 
-    On any failure the partial file is removed and DatasetError says why in one line; an existing
-    `dest` is replaced only by a complete, checked file."""
+    On any failure the partial file and the folders created for it are removed, and DatasetError
+    says why in one line; an existing `dest` is replaced only by a complete, checked file."""
     dest = Path(dest)
-    _mkdir(dest.parent)
+    created = _mkdir(dest.parent)
     part = dest.with_suffix(dest.suffix + ".part")
     checks = [(kind, want.lower(), _hasher(kind)) for kind, want in (("md5", expected_md5),
                                                                      ("sha256", expected_sha256)) if want]
@@ -264,6 +268,7 @@ def download(url: str, dest: Path | str, expected_md5: str | None = None, expect
                 pass
             except OSError:  # pragma: no cover - nothing better to do; the error being raised says more
                 pass
+            remove_empty(created)
 
 
 # --- CIFAR-10 ------------------------------------------------------------------------------------------------
@@ -447,7 +452,6 @@ def _resolve_cifar10(cache: Path, split: str, limit: int | None, progress: bool,
             note(f"using the local copy {local} (not the official {CIFAR10_ARCHIVE}, so its MD5 "
                  "is not checked against the official one)")
             return f"{display} ({local.name})", _load_cifar_archive(local, split, limit)
-        _mkdir(cache)
         try:
             download(_cifar_url(), archive, expected_md5=CIFAR10_MD5, progress=progress)
         except DatasetError as exc:

@@ -3,6 +3,7 @@
     psnr(a, b)                  -> float            (math.inf for identical images)
     ssim(a, b)                  -> float
     ms_ssim(a, b, scales=None)  -> (float, int)     (value, number of scales used)
+    ms_ssim_db(value)           -> float            (-10*log10(1 - MS-SSIM), capped at 100 dB)
     bd_rate(r1, d1, r2, d2)     -> float | None     (percent; negative = test needs fewer bits)
     bd_psnr(r1, d1, r2, d2)     -> float | None     (dB; positive = test is better)
     bits_per_pixel(n_bytes, w, h), bits_per_subpixel(n_bytes, w, h, c)
@@ -217,6 +218,17 @@ def ms_ssim(a, b, scales: int | None = None, data_range: float = DATA_RANGE) -> 
         if not last:
             a, b = _downsample(a), _downsample(b)
     return float(value.mean()), scales
+
+
+MS_SSIM_DB_CAP = 100.0  # identical images (MS-SSIM 1) would be infinite dB, like PSNR
+
+
+def ms_ssim_db(value: float) -> float:
+    """MS-SSIM on CompressAI's dB scale, -10*log10(1 - MS-SSIM): on the linear scale every
+    good codec bunches just under 1, in dB their differences show. Capped at MS_SSIM_DB_CAP."""
+    if value >= 1.0:
+        return MS_SSIM_DB_CAP
+    return min(-10.0 * math.log10(1.0 - value), MS_SSIM_DB_CAP)
 
 
 # ---------------------------------------------------------------------------- Bjøntegaard

@@ -20,7 +20,7 @@ HYPERPRIOR = "bmshj2018-hyperprior (published)"
 
 def curves_for(dataset_label: str | None, images: int | None) -> dict[str, list[dict]]:
     """Reference curves in the report's curve format, for the data set measured."""
-    if dataset_label != "kodak" or images != 24:
+    if (dataset_label or "").lower() != "kodak" or images != 24:  # the loader labels it "Kodak"
         return {}
     return {name: [{"setting": None, "images": 24, "bpp": b, "psnr": p, "ssim": None, "ms_ssim": None,
                     "ms_ssim_scales": None, "encode_s": None, "decode_s": None, "peak_mb": None, "published": True}

@@ -1,4 +1,10 @@
-"""Turn measured points into curves, BD-rates, tables, plots and a Markdown report."""
+"""Turn measured points into curves, BD-rates, tables, plots and a Markdown report.
+
+Plots: `rd-psnr` and `rd-ms-ssim` (MS-SSIM in dB) for the lossy curves, `lossless-bpsp` (bits per
+sub-pixel, one bar per codec) for the lossless ones: a lossless method is a single point at
+infinite PSNR, which no RD plot can show. In a run that measured dcomp methods a plot is written
+only if it shows one of them, so lossless-only runs get no RD plot of the classical codecs alone.
+"""
 from __future__ import annotations
 
 import csv
@@ -13,6 +19,8 @@ from dcomp.bench import metrics, published
 from dcomp.registry import METHODS
 
 PSNR_CAP = 100.0  # identical images have infinite PSNR; cap it so averages stay finite
+PLOTS = ("rd-*.png", "rd-*.svg", "lossless-*.png", "lossless-*.svg")
+OUTPUTS = ("points.csv", "summary.json", "report.md", *PLOTS)  # the files build() writes (globs)
 ANCHORS = ("jpeg", "jpeg2000", "webp", "avif", published.HYPERPRIOR)
 
 
@@ -68,19 +76,36 @@ def bd_table(curve_map: dict[str, list[dict]], anchors=ANCHORS) -> dict[str, dic
     return table
 
 
-def plot(curve_map: dict[str, list[dict]], out_dir: Path, title: str) -> list[Path]:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, out_dir: Path, stem: str) -> list[Path]:
+    paths = [out_dir / f"{stem}.{ext}" for ext in ("png", "svg")]
+    for path in paths:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return paths
+
+
+RD_AXES = (("psnr", "PSNR (dB, RGB)", lambda v: v),
+           ("ms_ssim", "MS-SSIM (dB): −10·log10(1 − MS-SSIM)", metrics.ms_ssim_db))
+
+
+def plot_rd(curve_map: dict[str, list[dict]], out_dir: Path, title: str) -> list[Path]:
+    """rd-psnr and rd-ms-ssim (PNG and SVG); dcomp's methods drawn thicker."""
+    plt = _pyplot()
     written = []
-    for key, label in (("psnr", "PSNR (dB, RGB)"), ("ms_ssim", "MS-SSIM")):
+    for key, label, scale in RD_AXES:
         fig, ax = plt.subplots(figsize=(7, 5))
         for name, pts in sorted(curve_map.items()):
             pts = [p for p in pts if p.get(key) is not None]
             if pts:
-                ax.plot([p["bpp"] for p in pts], [p[key] for p in pts], marker="o", ms=3,
+                ax.plot([p["bpp"] for p in pts], [scale(p[key]) for p in pts], marker="o", ms=3,
                         lw=2.2 if name in METHODS else 1.2,
                         ls="--" if pts[0].get("published") else "-", label=name)
         ax.set_xlabel("bits per pixel (file size)")
@@ -88,11 +113,46 @@ def plot(curve_map: dict[str, list[dict]], out_dir: Path, title: str) -> list[Pa
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        for ext in ("png", "svg"):
-            path = out_dir / f"rd-{key.replace('_', '-')}.{ext}"
-            fig.savefig(path, dpi=120, bbox_inches="tight")
-            written.append(path)
+        written += _save(fig, out_dir, f"rd-{key.replace('_', '-')}")
         plt.close(fig)
+    return written
+
+
+def plot_lossless(lossless: dict[str, dict], out_dir: Path, title: str) -> list[Path]:
+    """lossless-bpsp (PNG and SVG): bits per sub-pixel per codec, best on top, dcomp's in colour."""
+    plt = _pyplot()
+    ranked = sorted(lossless.items(), key=lambda kv: kv[1]["bpsp"], reverse=True)
+    names = [name for name, _ in ranked]
+    values = [s["bpsp"] for _, s in ranked]
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.4 * len(ranked)))
+    bars = ax.barh(names, values, color=["tab:orange" if n in METHODS else "tab:gray" for n in names])
+    ax.bar_label(bars, fmt="%.3f", padding=3, fontsize=8)
+    ax.set_xlabel("bits per sub-pixel (file size; lower is better)")
+    ax.set_title(f"{title}: lossless")
+    ax.grid(axis="x", alpha=0.3)
+    ax.margins(x=0.15)  # room for the value labels
+    written = _save(fig, out_dir, "lossless-bpsp")
+    plt.close(fig)
+    return written
+
+
+def _shows_dcomp(names, measured: set[str]) -> bool:
+    """Whether a plot of these codecs is worth writing: it must show a dcomp method the run
+    measured (a plot of the classical codecs alone says nothing about dcomp), unless none was."""
+    return not measured or any(name in measured for name in names)
+
+
+def write_plots(points: list[dict], curve_map: dict, lossless: dict, out_dir: Path, title: str) -> list[Path]:
+    """Write the plots that apply, after removing those of an earlier build (so none is stale)."""
+    for pattern in PLOTS:
+        for old in out_dir.glob(pattern):
+            old.unlink()
+    measured = {p["codec"] for p in points if p["codec"] in METHODS}
+    written = []
+    if curve_map and _shows_dcomp(curve_map, measured):
+        written += plot_rd(curve_map, out_dir, title)
+    if lossless and _shows_dcomp(lossless, measured):
+        written += plot_lossless(lossless, out_dir, title)
     return written
 
 
@@ -152,17 +212,19 @@ def markdown(title: str, settings: dict, lossless: dict, curve_map: dict, bd: di
     return "\n".join(lines)
 
 
-def build(points: list[dict], out_dir: Path, title: str) -> dict:
+def build(points: list[dict], out_dir: Path, title: str) -> tuple[dict, list[Path]]:
+    """Write points.csv, summary.json, report.md and the plots that apply; return the summary
+    and the paths written."""
     settings = json.loads((out_dir / "settings.json").read_text()) if (out_dir / "settings.json").exists() else {}
     curve_map = curves(points)
     if curve_map:
         curve_map.update(published.curves_for(settings.get("dataset_label"), settings.get("images")))
     lossless = lossless_summary(points)
     bd = bd_table(curve_map)
-    plots = plot(curve_map, out_dir, title) if curve_map else []
+    written = write_plots(points, curve_map, lossless, out_dir, title)
     write_csv(points, out_dir / "points.csv")
     summary = {"title": title, "lossless": lossless, "curves": curve_map, "bd_rate_psnr": bd,
                "errors": [p for p in points if "error" in p][:50]}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out_dir / "report.md").write_text(markdown(title, settings, lossless, curve_map, bd, plots))
-    return summary
+    (out_dir / "report.md").write_text(markdown(title, settings, lossless, curve_map, bd, written))
+    return summary, [out_dir / "points.csv", out_dir / "summary.json", out_dir / "report.md", *written]

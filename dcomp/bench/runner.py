@@ -3,6 +3,10 @@
 Each image is one job (loaded once, every codec and setting run on it); jobs run in
 worker processes, and each finished point is appended to `points.jsonl` at once, so an
 interrupted run keeps what it measured and `--resume` carries on from there.
+
+A results folder that already holds something is used only to resume or, with `force`, to
+start over; the folder is created once the data set is found, and removed again if the run
+fails before measuring anything.
 """
 from __future__ import annotations
 
@@ -17,7 +21,23 @@ from pathlib import Path
 
 import numpy as np
 
-from dcomp.bench import metrics
+from dcomp.bench import metrics, report
+from dcomp.bench.folders import make_folder, remove_empty
+from dcomp.errors import DcompError
+
+POINTS, SETTINGS = "points.jsonl", "settings.json"
+
+
+class OutDirError(DcompError):
+    """The results folder cannot be used as asked (it holds results, or is not a folder)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C once measuring had begun: `points` holds every point saved (earlier ones too)."""
+
+    def __init__(self, points: list[dict]):
+        super().__init__()
+        self.points = points
 
 
 @dataclass
@@ -160,56 +180,104 @@ def _job(args) -> list[dict]:
     return measure_image(image.name, image.load(), entries, device, done)
 
 
-def run(config: BenchConfig, out_dir: Path, resume: bool = False, log=print, progress=None) -> list[dict]:
-    """Measure everything; return all points (earlier ones too when resuming)."""
+def check_out_dir(out_dir: Path, resume: bool, force: bool) -> None:
+    """Refuse a results folder that holds anything unless resuming it or starting over in it."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutDirError(f"{out_dir} is not a folder")
+    if resume and force:
+        raise OutDirError("--resume continues the results in the folder, --force replaces them: give one")
+    if not (resume or force) and out_dir.is_dir() and any(out_dir.iterdir()):
+        raise OutDirError(f"{out_dir} already holds results (--resume continues them, --force starts over)")
+
+
+def _start_over(out_dir: Path) -> None:
+    """Remove the results of an earlier run (the files this module and the report write, no others)."""
+    for pattern in (POINTS, SETTINGS, *report.OUTPUTS):
+        for path in out_dir.glob(pattern):
+            path.unlink()
+
+
+def _earlier_points(out_dir: Path, log) -> list[dict]:
+    path = out_dir / POINTS
+    if not path.exists():
+        return []
+    points = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    log(f"resuming: {len(points)} points already measured")
+    return points
+
+
+def _write_settings(out_dir: Path, config: BenchConfig, label: str, images: list, entries: list[Entry]) -> None:
+    command = " ".join(["dcomp"] + sys.argv[1:]) if Path(sys.argv[0]).name in ("dcomp", "__main__.py") else None
+    (out_dir / SETTINGS).write_text(json.dumps(
+        {"command": command, "config": asdict(config), "dataset_label": label, "images": len(images),
+         "entries": [asdict(e) for e in entries], "versions": versions(), "started": time.strftime("%F %T")},
+        indent=1))
+
+
+def _measure_all(todo: list, entries: list[Entry], config: BenchConfig, done: set, save, progress) -> None:
+    if config.jobs <= 1:
+        for i, img in enumerate(todo, 1):
+            measure_image(img.name, img.load(), entries, config.device, done, on_point=save)
+            if progress:
+                progress(i, len(todo))
+        return
+    # Images load in the workers: file-based ones travel as paths, not pixels.
+    with multiprocessing.Pool(config.jobs, initializer=_worker_init) as pool:
+        jobs = pool.imap_unordered(_job, [(img, entries, config.device, done) for img in todo])
+        try:
+            for i, new in enumerate(jobs, 1):
+                for point in new:
+                    save(point)
+                if progress:
+                    progress(i, len(todo))
+        except KeyboardInterrupt:
+            pool.terminate()  # images in flight are lost; finished ones are saved
+            raise
+
+
+def run(config: BenchConfig, out_dir: Path, resume: bool = False, force: bool = False, log=print,
+        progress=None) -> list[dict]:
+    """Measure everything; return all points (earlier ones too when resuming).
+
+    Raises OutDirError (see check_out_dir) before any work, and Interrupted on Ctrl-C once
+    measuring has begun."""
     from dcomp.bench.datasets import resolve_dataset
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    points_path = out_dir / "points.jsonl"
-    points: list[dict] = []
-    if resume and points_path.exists():
-        points = [json.loads(line) for line in points_path.read_text().splitlines() if line.strip()]
-        log(f"resuming: {len(points)} points already measured")
-    elif points_path.exists():
-        points_path.unlink()
-    done = {(p["image"], p["codec"], json.dumps(p["setting"])) for p in points if "error" not in p}
+    check_out_dir(out_dir, resume, force)
     entries, notes = plan_entries(config)
     for note in notes:
         log(f"skipped {note}")
     label, images = resolve_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None,
                                     config.split, config.limit, on_note=log)
-    (out_dir / "settings.json").write_text(json.dumps(
-        {"command": " ".join(["dcomp"] + sys.argv[1:]) if Path(sys.argv[0]).name in ("dcomp", "__main__.py") else None,
-         "config": asdict(config), "dataset_label": label, "images": len(images),
-         "entries": [asdict(e) for e in entries], "versions": versions(), "started": time.strftime("%F %T")},
-        indent=1))
+    try:
+        created = make_folder(out_dir)
+    except OSError as exc:
+        raise OutDirError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
+    if resume:
+        points = _earlier_points(out_dir, log)
+    else:
+        _start_over(out_dir)
+        points = []
+    done = {(p["image"], p["codec"], json.dumps(p["setting"])) for p in points if "error" not in p}
     todo = [img for img in images
             if any((img.name, e.name, json.dumps(s)) not in done for e in entries for s in e.settings)]
     log(f"{label}: {len(images)} images, {len(todo)} to measure, {len(entries)} codecs/methods")
-    with points_path.open("a") as sink:
-        def save(point: dict) -> None:
-            sink.write(json.dumps(point) + "\n")
-            sink.flush()
-            points.append(point)
+    try:
+        _write_settings(out_dir, config, label, images, entries)
+        with (out_dir / POINTS).open("a") as sink:
+            def save(point: dict) -> None:
+                sink.write(json.dumps(point) + "\n")
+                sink.flush()
+                points.append(point)
 
-        if config.jobs <= 1:
-            for i, img in enumerate(todo, 1):
-                measure_image(img.name, img.load(), entries, config.device, done, on_point=save)
-                if progress:
-                    progress(i, len(todo))
-        else:
-            # Images load in the workers: file-based ones travel as paths, not pixels.
-            with multiprocessing.Pool(config.jobs, initializer=_worker_init) as pool:
-                jobs = pool.imap_unordered(_job, [(img, entries, config.device, done) for img in todo])
-                try:
-                    for i, new in enumerate(jobs, 1):
-                        for point in new:
-                            save(point)
-                        if progress:
-                            progress(i, len(todo))
-                except KeyboardInterrupt:
-                    pool.terminate()  # images in flight are lost; finished ones are saved
-                    raise
+            _measure_all(todo, entries, config, done, save, progress)
+    except KeyboardInterrupt:
+        raise Interrupted(points) from None
+    except Exception:
+        if created and not points:  # a folder of this run with nothing measured in it: not left behind
+            _start_over(out_dir)
+            remove_empty(created)
+        raise
     return points
 
 
