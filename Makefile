@@ -42,14 +42,16 @@ bench-memory-lossy:
 	$(PY) -m dcomp.bench.memory --photo $(DATA)/photos-train/001.png -m cnn-ae-ft -q 4 --json results/memory-lossy.json
 
 train-mlp:
-	.venv/bin/dcomp train mlp --data $(DATA)/photos-train --out weights/mlp.npz --steps 12000
+	.venv/bin/dcomp train mlp --data $(DATA)/photos-train --out weights/mlp.npz --steps 12000 --force
 
 # The committed lossy weights: pre-training, then fine-tuning (add --resume to continue either).
 train-cnn-ae:
-	.venv/bin/dcomp train cnn-ae --data $(DATA)/photos-train --cifar $(DATA)/cifar10-subset --steps 4500
+	.venv/bin/dcomp train cnn-ae --data $(DATA)/photos-train --cifar $(DATA)/cifar10-subset --steps 4500 \
+		--out weights/cnn-ae.npz --force
 
 train-cnn-ae-ft:
-	.venv/bin/dcomp train cnn-ae-ft --data $(DATA)/photos-train --init weights/cnn-ae.npz --minutes 35
+	.venv/bin/dcomp train cnn-ae-ft --data $(DATA)/photos-train --init weights/cnn-ae.npz --minutes 35 \
+		--out weights/cnn-ae-ft.npz --force
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache results

@@ -1,21 +1,44 @@
 """The Python API: image in, .dcz bytes out, and back."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from dcomp import container, registry
-from dcomp.errors import CorruptFileError, UnsupportedError, WeightsError
+from dcomp.errors import CorruptFileError, LimitError, UnsupportedError, WeightsError
 from dcomp.imageio import to_array
+from dcomp.limits import DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class Compressed:
+    """A compressed file and what is known of it without decoding it again."""
+    data: bytes
+    quality: int | None  # None for lossless methods
+    psnr: float | None = None  # dB; measured only when a PSNR target was searched for
+
+
+def default_quality(method: str) -> int | None:
+    """The middle quality of a lossy method (as cwebp defaults to 75 of 100); None if lossless."""
+    qualities = registry.get(method).qualities
+    return None if qualities is None else qualities[(len(qualities) - 1) // 2]
 
 
 def compress(image, method: str = "mlp", quality: int | None = None, device: str = "auto",
              target_bpp: float | None = None, target_psnr: float | None = None) -> bytes:
     """Compress a PIL image or uint8 array (H, W), (H, W, 3) or (H, W, 4) into .dcz bytes.
 
-    A lossy method takes a quality, or a target instead: target_bpp picks the highest quality
-    whose file stays within that many bits per pixel, target_psnr the lowest quality whose
-    decoded image reaches that PSNR (dB, over all channels).
+    A lossy method takes a quality (default: its middle one), or a target instead: target_bpp
+    picks the highest quality whose file stays within that many bits per pixel, target_psnr
+    the lowest quality whose decoded image reaches that PSNR (dB, over all channels).
     """
+    return compress_report(image, method, quality, device, target_bpp, target_psnr).data
+
+
+def compress_report(image, method: str = "mlp", quality: int | None = None, device: str = "auto",
+                    target_bpp: float | None = None, target_psnr: float | None = None) -> Compressed:
+    """compress(), returning the quality used and, for a PSNR target, the PSNR reached."""
     codec = registry.get(method)
     arr, mode = to_array(image)
     if target_bpp is not None or target_psnr is not None:
@@ -26,16 +49,18 @@ def compress(image, method: str = "mlp", quality: int | None = None, device: str
         if quality not in (None, 0):
             raise UnsupportedError(f"method {method} is lossless and takes no quality")
         quality = 0
-    elif quality is None or quality not in codec.qualities:
+    elif quality is None:
+        quality = default_quality(method)
+    elif quality not in codec.qualities:
         raise UnsupportedError(f"method {method} needs a quality in {codec.qualities.start}..{codec.qualities.stop - 1}")
     header = container.Header(codec.method_id, codec.model_id(), arr.shape[1], arr.shape[0], mode, quality)
     header.to_bytes()  # validates the geometry before any work is done
     sections = codec.encode(arr, quality or None, device)
-    return container.Container(header, sections).to_bytes()
+    return Compressed(container.Container(header, sections).to_bytes(), quality or None)
 
 
 def _compress_to_target(arr: np.ndarray, method: str, qualities: list[int], device: str,
-                        target_bpp: float | None, target_psnr: float | None) -> bytes:
+                        target_bpp: float | None, target_psnr: float | None) -> Compressed:
     """Binary search over the qualities; size and PSNR grow with quality."""
     from dcomp.bench.metrics import psnr
 
@@ -66,13 +91,18 @@ def _compress_to_target(arr: np.ndarray, method: str, qualities: list[int], devi
             mid = (lo + hi) // 2
             lo, hi = (lo, mid) if measure(qualities[mid]) >= target_psnr else (mid + 1, hi)
     measure(qualities[lo])
-    return files[qualities[lo]]
+    return Compressed(files[qualities[lo]], qualities[lo], None if target_psnr is None else measured[qualities[lo]])
 
 
-def decompress(data: bytes, device: str = "auto") -> np.ndarray:
-    """Decode .dcz bytes to a uint8 array shaped like np.asarray() of the original image."""
+def decompress(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode .dcz bytes to a uint8 array shaped like np.asarray() of the original image.
+
+    A header declaring more than `max_pixels` pixels is refused before anything is allocated."""
     parsed = container.parse(data)
     header = parsed.header
+    if header.width * header.height > max_pixels:
+        raise LimitError(f"image of {header.width}x{header.height} pixels is over the limit of {max_pixels} "
+                         "pixels (raise it with --max-pixels)")
     codec = registry.by_id(header.method_id)
     if codec.model_id() != header.model_id:
         raise WeightsError(f"file was made with other {codec.name} weights (model id {header.model_id.hex()}, "

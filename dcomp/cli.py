@@ -1,7 +1,8 @@
-"""The `dcomp` command line: compress, decompress, info, methods, train.
+"""The `dcomp` command line: compress, decompress, info, methods, bench, train.
 
-Output for pipes goes to stdout only (the .dcz or image bytes, or --json); progress and
-messages go to stderr. Exit codes: 0 all ok, 1 some inputs failed, 2 usage error.
+Output for pipes goes to stdout only (the .dcz or image bytes, or --json records); progress,
+one summary line per file and warnings go to stderr. Exit codes: 0 all ok, 1 some inputs
+failed, 2 usage error.
 """
 from __future__ import annotations
 
@@ -10,30 +11,47 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dcomp.cli_outputs import STDIO, UsageError, check_writable, plan_outputs, read_input, refuse_terminal, \
+    write_output
 from dcomp.errors import DcompError, UnknownMethodError
+from dcomp.limits import DEFAULT_MAX_PIXELS
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-                  help="dcomp: image compression with learned codecs and its own .dcz format.")
-train_app = typer.Typer(help="Train a method's weights.", no_args_is_help=True)
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True, context_settings=CONTEXT, rich_markup_mode=None,
+                  help="dcomp: image compression with learned codecs and its own .dcz format.\n\n"
+                       "\b\nExamples:\n"
+                       "  dcomp compress photo.png                  # lossless (mlp) -> photo.dcz\n"
+                       "  dcomp compress photo.png -m cnn-ae-ft -q 4 -o small.dcz   # lossy\n"
+                       "  dcomp decompress photo.dcz -o restored.png\n"
+                       "  dcomp info photo.dcz")
+train_app = typer.Typer(rich_markup_mode=None, help="Train a method's weights.\n\nWritten to trained/ unless --out says "
+                                                    "otherwise; an existing file is replaced only with --force.",
+                        no_args_is_help=True, context_settings=CONTEXT)
 app.add_typer(train_app, name="train")
 err = Console(stderr=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEVICES = ("auto", "cpu", "cuda")
 
 
-class UsageError(Exception):
-    pass
+def _flag(*names: str, help: str) -> bool:
+    """A boolean switch, shown in --help without a type (it takes no value)."""
+    return typer.Option(False, *names, help=help, metavar="", show_default=False)
 
 
 def _print_error(message: str) -> None:
     err.print(f"dcomp: error: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _say(message: str) -> None:
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int) -> None:
@@ -41,196 +59,236 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def _read_input(source: str) -> bytes:
-    if source == "-":
-        return sys.stdin.buffer.read()
-    path = Path(source)
-    if not path.is_file():
-        raise DcompError(f"{source}: no such file")
-    return path.read_bytes()
+def _version(value: bool) -> None:
+    if value:
+        from dcomp import __version__
+        from dcomp.container import VERSION
+
+        print(f"dcomp {__version__} (.dcz format version {VERSION})")
+        raise typer.Exit(EXIT_OK)
 
 
-def _write_output(target: str, data: bytes, force: bool) -> None:
-    """Write whole or not at all: a temporary file beside the target, then an atomic rename."""
-    if target == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    path = Path(target)
-    if path.exists() and not force:
-        raise DcompError(f"{target} exists (use --force to overwrite)")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True, metavar="",
+                                       help="Print the version and exit.")) -> None:
+    pass
 
 
-def _plan_outputs(inputs: list[str], output: Optional[str], suffix: str) -> list[str]:
-    """Where each input goes: beside it with `suffix`, into a folder, to a file, or stdout."""
-    if inputs.count("-") > 1:
-        raise UsageError("standard input can be read only once")
-    if output is not None and Path(output).is_dir():
-        return [str(Path(output) / ((Path(i).stem if i != "-" else "stdin") + suffix)) for i in inputs]
-    if len(inputs) > 1:
-        if output is not None:
-            raise UsageError(f"with several inputs, -o must be an existing folder ({output} is not)")
-        if "-" in inputs:
-            raise UsageError("'-' (standard input) can only be used alone")
-        return [str(Path(i).with_suffix(suffix)) for i in inputs]
-    if output is not None:
-        return [output]
-    return ["-" if inputs[0] == "-" else str(Path(inputs[0]).with_suffix(suffix))]
+def _error_message(exc: Exception, name: str) -> str:
+    if isinstance(exc, DcompError):
+        message = str(exc)
+    elif isinstance(exc, OSError):
+        message = f"{exc.strerror or exc}"
+    else:
+        message = f"internal error: {type(exc).__name__}: {exc}"
+    return message if message.startswith(name) else f"{name}: {message}"
 
 
-def _run_batch(inputs: list[str], outputs: list[str], work, json_out: bool, force: bool, verb: str) -> None:
-    """Run `work(data, name) -> (bytes, record)` on each input; report failures, go on."""
-    if json_out and "-" in outputs:
+def _run_batch(inputs: list[str], output: Optional[str], suffix: str, work: Callable, *, json_out: bool,
+               force: bool, quiet: bool, verb: str) -> None:
+    """Run `work(data, name) -> (bytes, record, summary line)` on each input; report failures, go on."""
+    plan = plan_outputs(inputs, output, suffix)
+    if json_out and STDIO in plan.targets:
         raise UsageError("--json writes to standard output: give -o when writing there too")
-    records, failed = [], 0
-    show = len(inputs) > 1
+    refuse_terminal(plan.targets, force)
+    failed = 0
+    show_bar = len(inputs) > 1 and not quiet
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err, transient=True, disable=not show)
+                        console=err, transient=True, disable=not show_bar)
     with progress:
         task = progress.add_task(verb, total=len(inputs))
-        for source, target in zip(inputs, outputs):
-            name = "stdin" if source == "-" else source
+        for source, target in zip(inputs, plan.targets):
+            name = "stdin" if source == STDIO else source
             start = time.perf_counter()
             try:
-                data = _read_input(source)
-                if target != "-" and Path(target).exists() and not force:
-                    raise DcompError(f"{target} exists (use --force to overwrite)")
-                out, record = work(data, name, target)
-                _write_output(target, out, force)
-                record.update({"input": name, "output": "stdout" if target == "-" else target,
-                               "seconds": round(time.perf_counter() - start, 3), "ok": True})
+                check_writable(target, force, create_folder=plan.folder is not None)
+                out, record, line = work(read_input(source), name, target)
+                write_output(target, out, force, create_folder=plan.folder is not None)
+                record = {"input": name, "output": "stdout" if target == STDIO else target, **record,
+                          "seconds": round(time.perf_counter() - start, 3), "ok": True}
+                if not (quiet or json_out or target == STDIO):  # as zstd: no chatter around a pipe
+                    _say(line)
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
                 failed += 1
-                if isinstance(exc, DcompError):
-                    message = str(exc)
-                elif isinstance(exc, OSError):
-                    message = f"{exc.strerror or exc}"
-                else:
-                    message = f"internal error: {type(exc).__name__}: {exc}"
-                if not message.startswith(name):
-                    message = f"{name}: {message}"
+                message = _error_message(exc, name)
                 _print_error(message)
                 record = {"input": name, "ok": False, "error": message}
-            records.append(record)
+            if json_out:
+                print(json.dumps(record), flush=True)  # JSON Lines: one record per input, as it ends
             progress.advance(task)
-    if json_out:
-        print(json.dumps(records if len(records) > 1 else records[0], indent=1))
-    elif show:
-        err.print(f"{verb}: {len(inputs) - failed} ok, {failed} failed", highlight=False)
+    if len(inputs) > 1 and not quiet:
+        _say(f"{verb}: {len(inputs) - failed} ok, {failed} failed")
     if failed:
         raise typer.Exit(EXIT_FAILED)
 
 
-@app.command()
+def _check_device(device: str) -> None:
+    if device not in DEVICES:
+        raise UsageError(f"unknown device '{device}' ({', '.join(DEVICES)})")
+
+
+def _check_max_pixels(max_pixels: int) -> None:
+    if max_pixels < 1:
+        raise UsageError("--max-pixels must be positive")
+
+
+def _quality_text(quality: int | None, psnr: float | None) -> str:
+    return (f", quality {quality}" if quality else "") + (f", {psnr:.2f} dB" if psnr is not None else "")
+
+
+DEVICE_HELP = "auto (CUDA when present), cpu or cuda; the file is the same whichever."
+MAX_PIXELS_HELP = "Refuse images over this many pixels (guards against decompression bombs)."
+QUIET_HELP = "No summary line, warnings or progress bar on standard error (errors are still printed)."
+
+
+@app.command(epilog="\b\nExamples:\n"
+                    "  dcomp compress photo.png                     # lossless mlp -> photo.dcz\n"
+                    "  dcomp compress photo.png -m cnn-ae-ft -q 6 -o photo-q6.dcz\n"
+                    "  dcomp compress photo.png -m cnn-ae --bpp 0.5 -o photo-small.dcz\n"
+                    "  dcomp compress *.png -o out/                 # batch into a new folder\n"
+                    "  cat a.png | dcomp compress - > a.dcz         # pipe")
 def compress(
-    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Images to compress; '-' reads standard input."),
-    method: str = typer.Option(..., "-m", "--method", help="Codec method (see `dcomp methods`)."),
-    quality: Optional[int] = typer.Option(None, "-q", "--quality", help="Quality level of a lossy method."),
-    bpp: Optional[float] = typer.Option(None, "--bpp", help="Lossy: the highest quality whose file stays within "
-                                                           "this many bits per pixel (instead of -q)."),
-    psnr: Optional[float] = typer.Option(None, "--psnr", help="Lossy: the lowest quality whose decoded image "
-                                                             "reaches this PSNR in dB (instead of -q)."),
-    output: Optional[str] = typer.Option(None, "-o", "--output",
-                                         help="Output file, folder (several inputs), or '-' for standard output. "
-                                              "Default: beside the input as NAME.dcz; standard output for '-'."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (the file is the same whichever)."),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON record per input on standard output."),
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", show_default=False,
+                                       help="Images to compress (PNG, JPEG, WebP, AVIF, TIFF, BMP, GIF, PPM); "
+                                            "'-' reads standard input."),
+    method: str = typer.Option("mlp", "-m", "--method", metavar="METHOD",
+                               help="mlp (lossless), cnn-ae or cnn-ae-ft (lossy); see `dcomp methods`."),
+    quality: Optional[int] = typer.Option(None, "-q", "--quality", metavar="1..8", show_default=False,
+                                          help="Lossy quality: 1 smallest file (≈0.15 bpp) .. 8 best "
+                                               "(≈1.5 bpp); default 4. Lossless methods take none."),
+    bpp: Optional[float] = typer.Option(None, "--bpp", metavar="BITS", show_default=False,
+                                        help="Lossy: the highest quality whose file stays within this many "
+                                             "bits per pixel (instead of -q)."),
+    psnr: Optional[float] = typer.Option(None, "--psnr", metavar="DB", show_default=False,
+                                         help="Lossy: the lowest quality whose decoded image reaches this "
+                                              "PSNR in dB (instead of -q)."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", metavar="PATH", show_default=False,
+                                         help="Output file, folder (ends with '/', or several inputs; created "
+                                              "if missing), or '-' for standard output. Default: NAME.dcz "
+                                              "beside each input; standard output for '-'."),
+    force: bool = _flag("--force", help="Overwrite existing output files; allow binary output to a terminal."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
+    json_out: bool = _flag("--json", help="Print one JSON record per input (JSON Lines) on standard output."),
+    quiet: bool = _flag("--quiet", "-s", help=QUIET_HELP),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", metavar="N", help=MAX_PIXELS_HELP),
 ) -> None:
-    """Compress images into .dcz files."""
+    """Compress images into .dcz files.
+
+    Lossless (mlp) by default; lossy with -m cnn-ae or cnn-ae-ft, at -q 4 unless told otherwise.
+    One summary line per file goes to standard error.
+    """
     from dcomp import api, registry
     from dcomp.imageio import read_image
 
     try:
-        if device not in ("auto", "cpu", "cuda"):
-            raise UsageError(f"unknown device '{device}' (auto, cpu or cuda)")
+        _check_device(device)
+        _check_max_pixels(max_pixels)
         codec = registry.get(method)
         targets = sum(v is not None for v in (quality, bpp, psnr))
         if targets > 1:
             raise UsageError("give one of -q, --bpp and --psnr")
         if codec.qualities is None and targets:
             raise UsageError(f"method {method} is lossless and takes no -q, --bpp or --psnr")
-        if codec.qualities is not None and not (bpp is not None or psnr is not None) \
-                and (quality is None or quality not in codec.qualities):
-            raise UsageError(f"method {method} needs -q in {codec.qualities.start}..{codec.qualities.stop - 1} "
-                             "(or --bpp / --psnr)")
+        if quality is not None and quality not in codec.qualities:
+            raise UsageError(f"-q {quality}: method {method} takes -q {codec.qualities.start}.."
+                             f"{codec.qualities.stop - 1} (higher is better quality and a larger file)")
         if (bpp is not None and bpp <= 0) or (psnr is not None and psnr <= 0):
             raise UsageError("--bpp and --psnr take a positive number")
         codec.model_id()  # missing weights: one message, before any file is touched
-        outputs = _plan_outputs(inputs, output, ".dcz")
     except (UsageError, UnknownMethodError) as exc:
         _fail(str(exc), EXIT_USAGE)
     except DcompError as exc:  # e.g. missing weights
         _fail(str(exc), EXIT_FAILED)
 
     def work(data: bytes, name: str, target: str):
-        image = read_image(data, name)
-        size = image.size
-        out = api.compress(image, method, quality, device, target_bpp=bpp, target_psnr=psnr)
-        record = {"bytes": len(out), "bpp": round(len(out) * 8 / (size[0] * size[1]), 4)}
-        if codec.qualities is not None:
-            record["quality"] = api.info(out)["quality"]
-        return out, record
+        loaded = read_image(data, name, max_pixels)
+        if not quiet:
+            for note in loaded.notes:
+                _say(note)
+        result = api.compress_report(loaded.image, method, quality, device, target_bpp=bpp, target_psnr=psnr)
+        width, height = loaded.image.size
+        samples = width * height * len(loaded.image.getbands())
+        bits = len(result.data) * 8 / (width * height)
+        record = {"method": method, "quality": result.quality, "width": width, "height": height,
+                  "bytes": len(result.data), "bpp": round(bits, 4)}
+        if result.psnr is not None:
+            record["psnr"] = round(result.psnr, 3)
+        line = (f"{name} -> {target}: {len(result.data):,} bytes, {bits:.3f} bpp, "
+                f"{samples / len(result.data):.1f}:1, {method}{_quality_text(result.quality, result.psnr)}")
+        return result.data, record, line
 
     try:
-        _run_batch(inputs, outputs, work, json_out, force, "compressed")
+        _run_batch(inputs, output, ".dcz", work, json_out=json_out, force=force, quiet=quiet, verb="compressed")
     except UsageError as exc:
         _fail(str(exc), EXIT_USAGE)
 
 
-@app.command()
+@app.command(epilog="\b\nExamples:\n"
+                    "  dcomp decompress photo.dcz -o restored.png\n"
+                    "  dcomp decompress photo.dcz -o photo.jpg     # to share a lossy result as JPEG\n"
+                    "  dcomp decompress out/*.dcz -o decoded/\n"
+                    "  dcomp decompress - < a.dcz > a.png")
 def decompress(
-    inputs: List[str] = typer.Argument(..., metavar="FILE.dcz...", help=".dcz files; '-' reads standard input."),
-    output: Optional[str] = typer.Option(None, "-o", "--output",
-                                         help="Output image, folder, or '-'. The format follows the extension "
-                                              "(.png default; .bmp .tif .ppm .webp lossless). Default: NAME.png."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON record per input on standard output."),
+    inputs: List[str] = typer.Argument(..., metavar="FILE.dcz...", show_default=False,
+                                       help=".dcz files; '-' reads standard input."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", metavar="PATH", show_default=False,
+                                         help="Output image, folder (ends with '/', or several inputs), or '-'. "
+                                              "The format follows the extension: .png (default), .tif, .webp, "
+                                              ".bmp, .ppm, .pgm and .jxl are exact; .jpg (quality 95) and "
+                                              ".avif (quality 90) re-encode. Default: NAME.png beside each file."),
+    force: bool = _flag("--force", help="Overwrite existing output files; allow binary output to a terminal."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
+    json_out: bool = _flag("--json", help="Print one JSON record per input (JSON Lines) on standard output."),
+    quiet: bool = _flag("--quiet", "-s", help=QUIET_HELP),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", metavar="N", help=MAX_PIXELS_HELP),
 ) -> None:
-    """Decompress .dcz files into images."""
+    """Decompress .dcz files into images.
+
+    The method and its weights are read from each file.
+    """
     from dcomp import api
     from dcomp.imageio import encode_image, to_array
 
     try:
-        outputs = _plan_outputs(inputs, output, ".png")
+        _check_device(device)
+        _check_max_pixels(max_pixels)
     except UsageError as exc:
         _fail(str(exc), EXIT_USAGE)
 
     def work(data: bytes, name: str, target: str):
-        image = api.decompress(data, device)
-        arr, _ = to_array(image)
-        suffix = Path(target).suffix if target != "-" else ".png"
-        return encode_image(arr, suffix), {"width": arr.shape[1], "height": arr.shape[0]}
+        fields = api.info(data)
+        arr, mode = to_array(api.decompress(data, device, max_pixels=max_pixels))
+        image = encode_image(arr, Path(target).suffix if target != STDIO else ".png")
+        record = {"method": fields["method"], "quality": fields["quality"], "width": arr.shape[1],
+                  "height": arr.shape[0], "mode": mode, "bytes": len(image)}
+        line = f"{name} -> {target}: {arr.shape[1]}x{arr.shape[0]} {mode}, {fields['method']}" \
+               + _quality_text(fields["quality"], None)
+        return image, record, line
 
     try:
-        _run_batch(inputs, outputs, work, json_out, force, "decompressed")
+        _run_batch(inputs, output, ".png", work, json_out=json_out, force=force, quiet=quiet, verb="decompressed")
     except UsageError as exc:
         _fail(str(exc), EXIT_USAGE)
 
 
-@app.command()
+@app.command(epilog="\b\nExamples:\n  dcomp info photo.dcz\n  dcomp info photo.dcz --json | jq .bits_per_pixel")
 def info(
-    file: str = typer.Argument(..., metavar="FILE.dcz", help="A .dcz file, or '-' for standard input."),
-    json_out: bool = typer.Option(False, "--json", help="Print the fields as JSON."),
+    file: str = typer.Argument(..., metavar="FILE.dcz", show_default=False,
+                               help="A .dcz file, or '-' for standard input."),
+    json_out: bool = _flag("--json", help="Print the fields as one JSON object."),
 ) -> None:
-    """Show a .dcz file's header, section sizes and bits per pixel."""
+    """Show a .dcz file's header and sizes.
+
+    Header fields, section sizes and bits per pixel, without decoding the image.
+    """
     from dcomp import api
 
     try:
-        fields = api.info(_read_input(file))
+        fields = api.info(read_input(file))
     except DcompError as exc:
-        message = str(exc)
-        _fail(message if message.startswith(file) else f"{file}: {message}", EXIT_FAILED)
+        _fail(_error_message(exc, file), EXIT_FAILED)
     if json_out:
-        print(json.dumps(fields, indent=1))
+        print(json.dumps(fields))
         return
     table = Table(show_header=False, box=None)
     for key, value in fields.items():
@@ -238,27 +296,34 @@ def info(
     Console().print(table)
 
 
-@app.command()
-def methods(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
-    """List the methods: lossless or lossy, qualities, weights id."""
-    from dcomp import registry
+@app.command(epilog="\b\nExamples:\n  dcomp methods\n  dcomp methods --json")
+def methods(json_out: bool = _flag("--json", help="Print one JSON record per method (JSON Lines).")) -> None:
+    """List the methods.
+
+    Lossless or lossy, qualities, default quality and the model id of the installed weights.
+    """
+    from dcomp import api, registry
 
     rows = []
     for name in registry.names():
         codec = registry.get(name)
         try:
-            weights = codec.model_id().hex()
+            model_id = codec.model_id().hex()
         except DcompError:
-            weights = "missing"
+            model_id = None
         q = codec.qualities
         rows.append({"method": name, "id": codec.method_id, "kind": "lossless" if codec.lossless else "lossy",
-                     "qualities": f"{q.start}..{q.stop - 1}" if q else "-", "weights": weights})
+                     "qualities": list(q) if q else None, "default_quality": api.default_quality(name),
+                     "model_id": model_id})
     if json_out:
-        print(json.dumps(rows, indent=1))
+        for row in rows:
+            print(json.dumps(row))
         return
-    table = Table("method", "id", "kind", "qualities", "weights id")
+    table = Table("method", "id", "kind", "qualities", "default -q", "model id")
     for r in rows:
-        table.add_row(r["method"], str(r["id"]), r["kind"], r["qualities"], r["weights"])
+        qualities = f"{r['qualities'][0]}..{r['qualities'][-1]}" if r["qualities"] else "-"
+        table.add_row(r["method"], str(r["id"]), r["kind"], qualities, str(r["default_quality"] or "-"),
+                      r["model_id"] or "weights missing")
     Console().print(table)
 
 
@@ -266,27 +331,37 @@ def methods(json_out: bool = typer.Option(False, "--json", help="Print as JSON."
 def bench(
     dataset: str = typer.Option(..., "--dataset", help="cifar10, kodak (downloaded and cached), or a folder of "
                                                        "images / a cifar-10-batches-py folder or archive."),
-    methods_: Optional[str] = typer.Option(None, "--methods", help="dcomp methods, comma-separated (default: all)."),
+    methods_: Optional[str] = typer.Option(None, "--methods", help="dcomp methods, comma-separated (default: all; "
+                                                                   "see `dcomp methods`)."),
     codecs: Optional[str] = typer.Option(None, "--codecs",
-                                         help="Classical codecs: jpeg,jpeg2000,webp,avif,jxl,png,webp-lossless,"
-                                              "jpeg2000-lossless,jxl-lossless,jpegls (default: all installed)."),
+                                         help="Classical codecs, comma-separated, from: jpeg, jpeg2000, webp, avif, "
+                                              "jxl, png, webp-lossless, jpeg2000-lossless, jxl-lossless, jpegls "
+                                              "(default: all installed)."),
     qualities: Optional[str] = typer.Option(None, "--qualities", help="Qualities of the lossy dcomp methods, "
                                                                       "e.g. 1,2,4,8 (default: all)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     jobs: int = typer.Option(1, "--jobs", help="Images measured in parallel processes."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: results/bench-DATASET)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: results/bench-DATASET). One "
+                                                           "that holds anything needs --resume or --force."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Cache for downloaded data sets "
                                                                       "(default $DCOMP_DATA_DIR or ~/.cache/dcomp)."),
     split: str = typer.Option("test", "--split", help="CIFAR-10 split: test or train."),
-    resume: bool = typer.Option(False, "--resume", help="Keep the points already in the results folder."),
-    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on standard output."),
+    resume: bool = _flag("--resume", help="Continue the run in the results folder, keeping its points."),
+    force: bool = _flag("--force", help="Start over in the results folder, replacing its results."),
+    json_out: bool = _flag("--json", help="Print the summary as JSON on standard output."),
 ) -> None:
     """Rate-distortion benchmark of dcomp's methods against the classical codecs.
 
-    Writes points (JSONL, CSV), a summary (JSON), RD plots (PNG, SVG), a BD-rate table and a
-    Markdown report to the results folder; prints the tables. Ctrl-C keeps what was measured;
-    --resume continues.
+    Measures every method and codec on every image; writes the points (JSONL,
+    CSV), a summary (JSON), plots (PNG, SVG), BD-rates and a Markdown report
+    to the results folder and prints the tables. Ctrl-C keeps what was
+    measured; --resume continues.
+
+    \b
+    Example:
+      dcomp bench --dataset path/to/folder --methods mlp \\
+          --codecs png,webp-lossless --jobs 2
     """
     from dcomp import registry
     from dcomp.bench import report, runner
@@ -303,35 +378,34 @@ def bench(
         q_list = [int(q) for q in qualities.split(",")] if qualities else None
         if jobs < 1 or (limit is not None and limit < 1):
             raise UsageError("--jobs and --limit must be positive")
+        name = Path(dataset).name if dataset not in ("cifar10", "kodak") else dataset
+        out_dir = out or Path("results") / f"bench-{name}"
+        runner.check_out_dir(out_dir, resume, force)  # before any work: a rerun must not replace results
     except (UsageError, ValueError, DcompError) as exc:
         _fail(str(exc), EXIT_USAGE)
-    name = Path(dataset).name if dataset not in ("cifar10", "kodak") else dataset
-    out_dir = out or Path("results") / f"bench-{name}"
     config = runner.BenchConfig(dataset, method_list, codec_list, q_list, limit, device, jobs,
                                 str(data_dir) if data_dir else None, split)
-    log = lambda m: err.print(m, highlight=False, markup=False)  # noqa: E731
     interrupted = False
+    # A bar only on a terminal: in a log or a pipe it would leave a blank line before the messages.
     bar = Progress(TextColumn("measuring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=err, transient=True)
+                   console=err, transient=True, disable=not err.is_terminal)
     task = bar.add_task("images", total=None)
     try:
         with bar:
-            points = runner.run(config, out_dir, resume=resume, log=log,
+            points = runner.run(config, out_dir, resume=resume, force=force, log=_say,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
-    except KeyboardInterrupt:
+    except runner.Interrupted as stop:  # a Ctrl-C before measuring began has nothing to report
         interrupted = True
-        err.print("interrupted: writing the report from the points measured so far (--resume continues)")
-        path = out_dir / "points.jsonl"
-        points = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+        _say("interrupted: writing the report from the points measured so far (--resume continues)")
+        points = stop.points
     except DcompError as exc:
         _fail(str(exc), EXIT_FAILED)
-    title = f"dcomp bench on {name}"
-    summary = report.build(points, out_dir, title)
+    summary, written = report.build(points, out_dir, f"dcomp bench on {name}")
     if json_out:
         print(json.dumps(summary, indent=1))
     else:
         _print_bench_tables(summary)
-    err.print(f"results in {out_dir}/ (report.md, summary.json, points.csv, rd-*.png)", highlight=False)
+    _say(f"results in {out_dir}/ ({', '.join(path.name for path in written)})")
     if interrupted:
         raise typer.Exit(130)
 
@@ -369,25 +443,43 @@ def _print_bench_tables(summary: dict) -> None:
 @train_app.command("mlp")
 def train_mlp(
     data: Path = typer.Option(..., "--data", help="Folder of training photographs (never the evaluation set)."),
-    out: Path = typer.Option(Path("weights/mlp.npz"), "--out", help="Weights file to write."),
+    out: Path = typer.Option(Path("trained/mlp.npz"), "--out", help="Weights file to write."),
     steps: int = typer.Option(6000, "--steps", help="Optimizer steps per network."),
     hidden: str = typer.Option("32,32", "--hidden", help="Hidden layer widths."),
-    resume: bool = typer.Option(False, "--resume", help="Start from the float weights stored in --out."),
+    resume: bool = _flag("--resume", help="Start from the float weights stored in --out, and replace them."),
+    force: bool = _flag("--force", help="Replace an existing --out (and its .sha256 and .train.json)."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Train the lossless mlp predictor; writes weights, their SHA-256 and the learning curve."""
+    """Train the lossless mlp predictor; writes weights, their SHA-256 and the learning curve.
+
+    \b
+    Example:
+      dcomp train mlp --data ../shared/data/photos-train --steps 12000
+      DCOMP_WEIGHTS_DIR=trained dcomp compress photo.png   # use the new weights
+    """
     from dcomp.train.mlp import train
 
     if not data.is_dir():
         _fail(f"{data}: no such folder", EXIT_USAGE)
+    _refuse_existing_weights(out, resume or force)
     widths = tuple(int(v) for v in hidden.split(","))
     record = train(data, out, steps=steps, hidden=widths, seed=seed, resume=resume,
                    log=lambda m: err.print(m, highlight=False))
     err.print(f"wrote {out} (sha256 {record['sha256'][:16]}…) in {record['seconds']} s", highlight=False)
 
 
+def _refuse_existing_weights(out: Path, replace: bool) -> None:
+    """Weights files are what every existing .dcz decodes with: never replace one by accident."""
+    from dcomp.train.weights_files import companions
+
+    existing = [p for p in companions(out) if p.exists()]
+    if existing and not replace:
+        _fail(f"{existing[0]} exists (use --force to replace it, or --resume to continue training it)", EXIT_USAGE)
+
+
 def _train_cnn_ae(method: str, data: Path, out: Path, cifar: Optional[Path], init: Optional[Path], steps: int,
-                  minutes: float, crop: int, batch: int, lr_scale: float, resume: bool, seed: int) -> None:
+                  minutes: float, crop: int, batch: int, lr_scale: float, resume: bool, force: bool,
+                  seed: int) -> None:
     from dcomp.train.cnn_ae import train
 
     if not data.is_dir():
@@ -396,6 +488,7 @@ def _train_cnn_ae(method: str, data: Path, out: Path, cifar: Optional[Path], ini
         _fail(f"{init}: no such weights file", EXIT_USAGE)
     if crop % 8 or crop < 32:
         _fail("--crop must be a multiple of 8, at least 32", EXIT_USAGE)
+    _refuse_existing_weights(out, resume or force)
     try:
         record = train(data, out, cifar_dir=cifar, init=init, steps=steps, minutes=minutes, crop=crop, batch=batch,
                        lr_scale=lr_scale, resume=resume, seed=seed, method=method,
@@ -411,18 +504,24 @@ def train_cnn_ae(
     data: Path = typer.Option(..., "--data", help="Folder of training photographs (never the evaluation set)."),
     cifar: Optional[Path] = typer.Option(None, "--cifar", help="CIFAR-10 archive, or a folder holding it: "
                                                                "every 4th batch is 64 of its training images."),
-    out: Path = typer.Option(Path("weights/cnn-ae.npz"), "--out", help="Weights file to write."),
+    out: Path = typer.Option(Path("trained/cnn-ae.npz"), "--out", help="Weights file to write."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights."),
     steps: int = typer.Option(100000, "--steps", help="Stop after this many steps..."),
     minutes: float = typer.Option(60.0, "--minutes", help="...or after this many minutes."),
     crop: int = typer.Option(128, "--crop", help="Side of the random photo crops."),
     batch: int = typer.Option(8, "--batch", help="Photo crops per step."),
     lr_scale: float = typer.Option(1.0, "--lr-scale", help="Multiply every learning rate."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the weights in --out and extend its curve."),
+    resume: bool = _flag("--resume", help="Continue from the weights in --out and extend its curve."),
+    force: bool = _flag("--force", help="Replace an existing --out (and its .sha256 and .train.json)."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Train the cnn-ae autoencoder (all qualities in one model); writes weights, SHA-256, learning curve."""
-    _train_cnn_ae("cnn-ae", data, out, cifar, init, steps, minutes, crop, batch, lr_scale, resume, seed)
+    """Train the cnn-ae autoencoder (all qualities in one model); writes weights, SHA-256, learning curve.
+
+    \b
+    Example:
+      dcomp train cnn-ae --data ../shared/data/photos-train --minutes 30
+    """
+    _train_cnn_ae("cnn-ae", data, out, cifar, init, steps, minutes, crop, batch, lr_scale, resume, force, seed)
 
 
 @train_app.command("cnn-ae-ft")
@@ -430,17 +529,23 @@ def train_cnn_ae_ft(
     data: Path = typer.Option(..., "--data", help="Folder of training photographs (never the evaluation set)."),
     init: Optional[Path] = typer.Option(Path("weights/cnn-ae.npz"), "--init",
                                         help="The pre-trained cnn-ae weights to fine-tune."),
-    out: Path = typer.Option(Path("weights/cnn-ae-ft.npz"), "--out", help="Weights file to write."),
+    out: Path = typer.Option(Path("trained/cnn-ae-ft.npz"), "--out", help="Weights file to write."),
     steps: int = typer.Option(100000, "--steps", help="Stop after this many steps..."),
     minutes: float = typer.Option(30.0, "--minutes", help="...or after this many minutes."),
     crop: int = typer.Option(256, "--crop", help="Side of the random photo crops (larger than pre-training)."),
     batch: int = typer.Option(4, "--batch", help="Photo crops per step."),
     lr_scale: float = typer.Option(0.5, "--lr-scale", help="Multiply every learning rate."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the weights in --out and extend its curve."),
+    resume: bool = _flag("--resume", help="Continue from the weights in --out and extend its curve."),
+    force: bool = _flag("--force", help="Replace an existing --out (and its .sha256 and .train.json)."),
     seed: int = typer.Option(1, "--seed"),
 ) -> None:
-    """Fine-tune cnn-ae into cnn-ae-ft on larger crops of high-resolution photographs only."""
-    _train_cnn_ae("cnn-ae-ft", data, out, None, init, steps, minutes, crop, batch, lr_scale, resume, seed)
+    """Fine-tune cnn-ae into cnn-ae-ft on larger crops of high-resolution photographs only.
+
+    \b
+    Example:
+      dcomp train cnn-ae-ft --data ../shared/data/photos-train --init weights/cnn-ae.npz --minutes 30
+    """
+    _train_cnn_ae("cnn-ae-ft", data, out, None, init, steps, minutes, crop, batch, lr_scale, resume, force, seed)
 
 
 def _click_exceptions():
@@ -454,14 +559,14 @@ def _click_exceptions():
 def main() -> None:
     click = _click_exceptions()
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="dcomp")
         sys.exit(code if isinstance(code, int) else EXIT_OK)
     except click.NoArgsIsHelpError as exc:
         err.print(exc.ctx.get_help() if exc.ctx else "", markup=False, highlight=False)
         sys.exit(EXIT_USAGE)
     except click.UsageError as exc:
         # Click's own report is a boxed, multi-line usage screen; scripts want one line.
-        command = f" {exc.ctx.info_name}" if exc.ctx and exc.ctx.parent else ""
+        command = f" {exc.ctx.command_path.removeprefix('dcomp ')}" if exc.ctx and exc.ctx.parent else ""
         _print_error(f"{exc.format_message()} (see dcomp{command} --help)")
         sys.exit(EXIT_USAGE)
     except typer.Abort:

@@ -19,3 +19,7 @@ class UnknownMethodError(DcompError):
 
 class WeightsError(DcompError):
     """Weights missing, unreadable, or not the ones a file was made with."""
+
+
+class LimitError(DcompError):
+    """Input over a resource limit (pixels); the limit can be raised on request."""

@@ -181,7 +181,7 @@ def test_16_bit_png_is_refused():
     from dcomp.imageio import read_image
 
     with pytest.raises(UnsupportedError, match="not supported"):
-        dcomp.compress(read_image(buf.getvalue()))
+        dcomp.compress(read_image(buf.getvalue()).image)
 
 
 @pytest.mark.parametrize("array", [np.zeros((4, 4), np.uint16), np.zeros((4, 4), np.float32),

@@ -19,6 +19,7 @@ import numpy as np
 
 from dcomp.imageio import list_images, load_rgb
 from dcomp.methods import cnn_ae as M
+from dcomp.train.weights_files import publish
 
 VAL_QUALITIES = (0, 3, 7)
 VAL_CROP = 512
@@ -195,12 +196,5 @@ def train(data_dir: Path, out: Path, cifar_dir: Path | None = None, init: Path |
 
 
 def _save(model, out: Path, record: dict, method: str) -> dict:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.npz")
-    M.save_weights(model, tmp, {"method": method, "architecture": {}})
-    tmp.replace(out)
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    out.with_name(out.name + ".sha256").write_text(f"{digest}  {out.name}\n")
-    record["sha256"] = digest
-    out.with_name(out.stem + ".train.json").write_text(json.dumps(record, indent=1))
+    publish(out, lambda path: M.save_weights(model, path, {"method": method, "architecture": {}}), record)
     return record

@@ -6,8 +6,6 @@ integer inputs the codec computes (`gather_inputs`), so training sees what codin
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import numpy as np
 
 from dcomp.imageio import list_images, load_rgb
 from dcomp.methods import mlp_predictor as P
+from dcomp.train.weights_files import publish
 
 # (channel predicted, its prior channels) per network; net 0 also serves L and alpha, so it
 # learns from every colour channel.
@@ -135,14 +134,8 @@ def train(data_dir: Path, out: Path, steps: int = 6000, hidden: tuple[int, int] 
                     f"MED alone {float(np.abs(yv).mean()):.3f}")
         arrays.update(quantize(model).as_arrays(f"n{net_id}_"))
         arrays.update({f"float{net_id}_{k}": v.detach().numpy() for k, v in model.state_dict().items()})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(out)
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    out.with_name(out.name + ".sha256").write_text(f"{digest}  {out.name}\n")
     record = {"data": str(data_dir), "train_images": len(train_paths), "val_images": len(val_paths),
               "steps": steps, "hidden": list(hidden), "batch": batch, "seed": seed,
-              "seconds": round(time.time() - t0, 1), "sha256": digest, "curve": curve}
-    out.with_name(out.stem + ".train.json").write_text(json.dumps(record, indent=1))
+              "seconds": round(time.time() - t0, 1), "curve": curve}
+    publish(out, lambda path: np.savez(path, **arrays), record)
     return record
