@@ -92,7 +92,8 @@ def _run_batch(inputs: list[str], output: Optional[str], suffix: str, work: Call
         raise UsageError("--json writes to standard output: give -o when writing there too")
     refuse_terminal(plan.targets, force)
     failed = 0
-    show_bar = len(inputs) > 1 and not quiet
+    # A bar only on a terminal: in a log or a pipe it would leave blank lines between the messages.
+    show_bar = len(inputs) > 1 and not quiet and err.is_terminal
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err, transient=True, disable=not show_bar)
     with progress:
