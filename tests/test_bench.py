@@ -42,6 +42,8 @@ def test_run_and_report(tiny_folder: Path, tmp_path: Path) -> None:
     assert len(jpeg) == 19 and all(p["images"] == 2 for p in jpeg)
     assert [p["bpp"] for p in jpeg] == sorted(p["bpp"] for p in jpeg)
     assert jpeg[-1]["psnr"] > jpeg[0]["psnr"] + 8  # quality 95 is far better than quality 5
+    assert 0 < jpeg[0]["haarpsi"] < jpeg[-1]["haarpsi"] < 1
+    assert jpeg[0]["swd_patches"] > jpeg[-1]["swd_patches"] > 0
     assert summary["bd_rate_psnr"]["jpeg"]["jpeg"] == pytest.approx(0, abs=1e-9)
     assert summary["bd_rate_psnr"]["webp"]["jpeg"] < 0  # WebP beats JPEG on photographs
     for name in ("points.jsonl", "points.csv", "summary.json", "settings.json", "report.md", "lossless-bpsp.png",
@@ -53,7 +55,27 @@ def test_run_and_report(tiny_folder: Path, tmp_path: Path) -> None:
                                                                                            "settings.json"})
     settings = json.loads((out / "settings.json").read_text())
     assert settings["versions"]["numpy"] and settings["images"] == 2
-    assert "| mlp |" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "| mlp |" in md and "### jpeg" in md and "| setting | bpp | PSNR | HaarPSI | SWD patches |" in md
+    header = (out / "points.csv").read_text().splitlines()[0].split(",")
+    assert {"haarpsi", "swd_patches"} <= set(header)
+
+
+def test_resume_loads_points_measured_before_the_perceptual_metrics(tiny_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    config = _config(tiny_folder, methods=[], codecs=["jpeg"])
+    fresh = runner.run(config, out, log=lambda m: None)
+    assert all(0 < p["haarpsi"] <= 1 and p["swd_patches"] >= 0 for p in fresh)
+    # an older points file: the metrics absent, and the second image not measured yet
+    old = [{k: v for k, v in p.items() if k not in report.PERCEPTUAL} for p in fresh if p["image"] == "img0.png"]
+    (out / "points.jsonl").write_text("".join(json.dumps(p) + "\n" for p in old))
+    points = runner.run(config, out, resume=True, log=lambda m: None)
+    assert len(points) == len(fresh) and all("haarpsi" in p for p in points if p["image"] == "img1.png")
+    summary, written = report.build(points, out, "t")
+    # a mean over img1 alone would not go with the bpp and PSNR of both images: missing instead
+    assert all(c["haarpsi"] is None and c["swd_patches"] is None for c in summary["curves"]["jpeg"])
+    assert "rd-psnr" in {p.stem for p in written} and "rd-haarpsi" not in {p.stem for p in written}
+    assert "| 5 | " in (out / "report.md").read_text() and " | – | – |" in (out / "report.md").read_text()
 
 
 def test_interrupt_keeps_points_and_resume_finishes(tiny_folder: Path, tmp_path: Path, monkeypatch) -> None:
@@ -195,10 +217,14 @@ def test_jobs_two_matches_serial(tiny_folder: Path, tmp_path: Path) -> None:
     assert np.all([p["exact"] for p in parallel])
 
 
-def _lossy(codec: str, setting, bpp: float, psnr: float, ms_ssim: float) -> dict:
-    return {"image": "a.png", "codec": codec, "kind": "method" if codec in ("cnn-ae",) else "classical",
-            "lossless": False, "setting": setting, "bpp": bpp, "psnr": psnr, "ssim": 0.9, "ms_ssim": ms_ssim,
-            "ms_ssim_scales": 5, "encode_s": 0.1, "decode_s": 0.1, "peak_mb": 50.0}
+def _lossy(codec: str, setting, bpp: float, psnr: float, ms_ssim: float, haarpsi: float | None = None) -> dict:
+    """A lossy point; without `haarpsi`, one measured before the perceptual metrics existed."""
+    point = {"image": "a.png", "codec": codec, "kind": "method" if codec in ("cnn-ae",) else "classical",
+             "lossless": False, "setting": setting, "bpp": bpp, "psnr": psnr, "ssim": 0.9, "ms_ssim": ms_ssim,
+             "ms_ssim_scales": 5, "encode_s": 0.1, "decode_s": 0.1, "peak_mb": 50.0}
+    if haarpsi is not None:
+        point.update(haarpsi=haarpsi, swd_patches=10 * (1 - haarpsi))
+    return point
 
 
 def _lossless(codec: str, bpsp: float) -> dict:
@@ -209,6 +235,8 @@ def _lossless(codec: str, bpsp: float) -> dict:
 
 JPEG = [_lossy("jpeg", q, b, p, m) for q, b, p, m in ((10, 0.5, 28.0, 0.9), (50, 1.0, 32.0, 0.99),
                                                       (90, 2.0, 38.0, 0.999))]
+JPEG_H = [dict(p, haarpsi=h, swd_patches=s) for p, h, s in zip(JPEG, (0.8, 0.9, 0.97), (3.0, 1.0, 0.3))]
+CNN_AE_H = [_lossy("cnn-ae", 1, 0.4, 29.0, 0.95, 0.85), _lossy("cnn-ae", 2, 0.8, 31.0, 0.98, 0.92)]
 
 
 @pytest.mark.parametrize("points, plots", [
@@ -218,7 +246,12 @@ JPEG = [_lossy("jpeg", q, b, p, m) for q, b, p, m in ((10, 0.5, 28.0, 0.9), (50,
     ([_lossless("mlp", 3.0), _lossy("cnn-ae", 1, 0.4, 29.0, 0.95), _lossy("cnn-ae", 2, 0.8, 31.0, 0.98), *JPEG],
      {"lossless-bpsp", "rd-psnr", "rd-ms-ssim"}),
     ([_lossless("png", 4.0), *JPEG], {"lossless-bpsp", "rd-psnr", "rd-ms-ssim"}),  # no dcomp method measured
-], ids=["lossless-method", "lossy-method", "both", "classical-only"])
+    ([*CNN_AE_H, *JPEG_H], {"rd-psnr", "rd-ms-ssim", "rd-haarpsi"}),
+    ([*JPEG_H], {"rd-psnr", "rd-ms-ssim", "rd-haarpsi"}),
+    # cnn-ae's points predate HaarPSI: an rd-haarpsi plot would show JPEG alone
+    ([_lossy("cnn-ae", 1, 0.4, 29.0, 0.95), *JPEG_H], {"rd-psnr", "rd-ms-ssim"}),
+], ids=["lossless-method", "lossy-method", "both", "classical-only", "haarpsi", "haarpsi-classical-only",
+        "haarpsi-without-the-method"])
 def test_every_plot_shows_the_measured_dcomp_method(points, plots, tmp_path: Path) -> None:
     summary, written = report.build(points, tmp_path, "t")
     assert {p.stem for p in written if p.suffix in (".png", ".svg")} == plots
@@ -255,6 +288,9 @@ def test_ms_ssim_plot_is_in_db(tmp_path: Path, monkeypatch) -> None:
     assert "dB" in label and "log10" in label
     assert lines["jpeg"] == pytest.approx([10.0, 20.0, 30.0])
     assert drawn["rd-psnr"][1]["jpeg"] == pytest.approx([28.0, 32.0, 38.0])
+    assert "rd-haarpsi" not in drawn  # these points have no HaarPSI
+    report.plot_rd(report.curves(JPEG_H), tmp_path, "t")
+    assert drawn["rd-haarpsi"][1]["jpeg"] == pytest.approx([0.8, 0.9, 0.97])
 
 
 @pytest.mark.parametrize("columns", ["80", "100"])

@@ -23,5 +23,6 @@ def curves_for(dataset_label: str | None, images: int | None) -> dict[str, list[
     if (dataset_label or "").lower() != "kodak" or images != 24:  # the loader labels it "Kodak"
         return {}
     return {name: [{"setting": None, "images": 24, "bpp": b, "psnr": p, "ssim": None, "ms_ssim": None,
-                    "ms_ssim_scales": None, "encode_s": None, "decode_s": None, "peak_mb": None, "published": True}
+                    "ms_ssim_scales": None, "haarpsi": None, "swd_patches": None, "encode_s": None, "decode_s": None,
+                    "peak_mb": None, "published": True}
                    for b, p in pts] for name, pts in KODAK.items()}

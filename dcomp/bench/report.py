@@ -1,9 +1,10 @@
 """Turn measured points into curves, BD-rates, tables, plots and a Markdown report.
 
-Plots: `rd-psnr` and `rd-ms-ssim` (MS-SSIM in dB) for the lossy curves, `lossless-bpsp` (bits per
-sub-pixel, one bar per codec) for the lossless ones: a lossless method is a single point at
-infinite PSNR, which no RD plot can show. In a run that measured dcomp methods a plot is written
-only if it shows one of them, so lossless-only runs get no RD plot of the classical codecs alone.
+Plots: `rd-psnr`, `rd-ms-ssim` (MS-SSIM in dB) and `rd-haarpsi` for the lossy curves,
+`lossless-bpsp` (bits per sub-pixel, one bar per codec) for the lossless ones: a lossless method is
+a single point at infinite PSNR, which no RD plot can show. In a run that measured dcomp methods a
+plot is written only if it shows one of them, so lossless-only runs get no RD plot of the classical
+codecs alone (nor an rd-haarpsi plot from points measured before HaarPSI was, which lack it).
 """
 from __future__ import annotations
 
@@ -24,6 +25,16 @@ OUTPUTS = ("points.csv", "summary.json", "report.md", *PLOTS)  # the files build
 ANCHORS = ("jpeg", "jpeg2000", "webp", "avif", published.HYPERPRIOR)
 
 
+PERCEPTUAL = ("haarpsi", "swd_patches")  # see perceptual; absent from points measured before them
+
+
+def _mean_over_all(items: list[dict], key: str) -> float | None:
+    """The mean of `key` if every item has it, else None: a mean over only some of the images
+    (say, those measured after a metric was added) would not match the point's bpp and PSNR."""
+    values = [p.get(key) for p in items]
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
 def curves(points: list[dict]) -> dict[str, list[dict]]:
     """Per lossy codec, one point per setting: the mean over the images that have it."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -40,6 +51,7 @@ def curves(points: list[dict]) -> dict[str, list[dict]]:
             "ssim": float(np.mean([p["ssim"] for p in items])),
             "ms_ssim": float(np.mean(ms)) if ms else None,
             "ms_ssim_scales": min((p.get("ms_ssim_scales") or 0) for p in items),
+            **{key: _mean_over_all(items, key) for key in PERCEPTUAL},
             "encode_s": float(np.mean([p["encode_s"] for p in items])),
             "decode_s": float(np.mean([p["decode_s"] for p in items])),
             "peak_mb": float(np.max([p["peak_mb"] for p in items])),
@@ -93,21 +105,36 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
 
 
 RD_AXES = (("psnr", "PSNR (dB, RGB)", lambda v: v),
-           ("ms_ssim", "MS-SSIM (dB): −10·log10(1 − MS-SSIM)", metrics.ms_ssim_db))
+           ("ms_ssim", "MS-SSIM (dB): −10·log10(1 − MS-SSIM)", metrics.ms_ssim_db),
+           ("haarpsi", "HaarPSI (higher is better)", lambda v: v))
 
 
-def plot_rd(curve_map: dict[str, list[dict]], out_dir: Path, title: str) -> list[Path]:
-    """rd-psnr and rd-ms-ssim (PNG and SVG); dcomp's methods drawn thicker."""
+def _shows_dcomp(names, measured: set[str]) -> bool:
+    """Whether a plot of these codecs is worth writing: it must show a dcomp method the run
+    measured (a plot of the classical codecs alone says nothing about dcomp), unless none was."""
+    return not measured or any(name in measured for name in names)
+
+
+def _curves_with(curve_map: dict[str, list[dict]], key: str) -> dict[str, list[dict]]:
+    """The curves' points that have a value of `key`; curves with none left out."""
+    having = {name: [p for p in pts if p.get(key) is not None] for name, pts in curve_map.items()}
+    return {name: pts for name, pts in having.items() if pts}
+
+
+def plot_rd(curve_map: dict[str, list[dict]], out_dir: Path, title: str,
+            measured: set[str] | frozenset[str] = frozenset()) -> list[Path]:
+    """rd-psnr, rd-ms-ssim and rd-haarpsi (PNG and SVG), each only where it has a curve that
+    shows one of the `measured` dcomp methods (any curve if none was); dcomp's drawn thicker."""
     plt = _pyplot()
     written = []
     for key, label, scale in RD_AXES:
+        drawn = _curves_with(curve_map, key)
+        if not drawn or not _shows_dcomp(drawn, measured):
+            continue
         fig, ax = plt.subplots(figsize=(7, 5))
-        for name, pts in sorted(curve_map.items()):
-            pts = [p for p in pts if p.get(key) is not None]
-            if pts:
-                ax.plot([p["bpp"] for p in pts], [scale(p[key]) for p in pts], marker="o", ms=3,
-                        lw=2.2 if name in METHODS else 1.2,
-                        ls="--" if pts[0].get("published") else "-", label=name)
+        for name, pts in sorted(drawn.items()):
+            ax.plot([p["bpp"] for p in pts], [scale(p[key]) for p in pts], marker="o", ms=3,
+                    lw=2.2 if name in METHODS else 1.2, ls="--" if pts[0].get("published") else "-", label=name)
         ax.set_xlabel("bits per pixel (file size)")
         ax.set_ylabel(label)
         ax.set_title(title)
@@ -136,21 +163,13 @@ def plot_lossless(lossless: dict[str, dict], out_dir: Path, title: str) -> list[
     return written
 
 
-def _shows_dcomp(names, measured: set[str]) -> bool:
-    """Whether a plot of these codecs is worth writing: it must show a dcomp method the run
-    measured (a plot of the classical codecs alone says nothing about dcomp), unless none was."""
-    return not measured or any(name in measured for name in names)
-
-
 def write_plots(points: list[dict], curve_map: dict, lossless: dict, out_dir: Path, title: str) -> list[Path]:
     """Write the plots that apply, after removing those of an earlier build (so none is stale)."""
     for pattern in PLOTS:
         for old in out_dir.glob(pattern):
             old.unlink()
     measured = {p["codec"] for p in points if p["codec"] in METHODS}
-    written = []
-    if curve_map and _shows_dcomp(curve_map, measured):
-        written += plot_rd(curve_map, out_dir, title)
+    written = plot_rd(curve_map, out_dir, title, measured)
     if lossless and _shows_dcomp(lossless, measured):
         written += plot_lossless(lossless, out_dir, title)
     return written
@@ -158,7 +177,7 @@ def write_plots(points: list[dict], curve_map: dict, lossless: dict, out_dir: Pa
 
 def write_csv(points: list[dict], path: Path) -> None:
     keys = ["image", "codec", "setting", "width", "height", "channels", "bytes", "bpp", "bpsp", "psnr", "ssim",
-            "ms_ssim", "ms_ssim_scales", "exact", "encode_s", "decode_s", "peak_mb", "error"]
+            "ms_ssim", "ms_ssim_scales", *PERCEPTUAL, "exact", "encode_s", "decode_s", "peak_mb", "error"]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, keys, extrasaction="ignore")
         writer.writeheader()
@@ -170,6 +189,23 @@ def _fmt(v, spec=".2f") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     return format(v, spec)
+
+
+def _perceptual_tables(curve_map: dict[str, list[dict]]) -> list[str]:
+    """Markdown: per measured lossy codec, its points with HaarPSI and the patch SWD beside bpp
+    and PSNR (where a GAN decoder's trade shows: a little PSNR for texture)."""
+    lines = ["## Lossy: perceptual and texture metrics per codec (mean over images)", "",
+             "HaarPSI: 0..1, higher is better. SWD patches: sliced Wasserstein distance between the "
+             "7×7 luma patches of original and reconstruction (grey levels), lower is better; blur raises "
+             "it. – where a point's images lack the metric (measured before it existed).", ""]
+    for name, pts in sorted(curve_map.items()):
+        if pts[0].get("published"):
+            continue
+        lines += [f"### {name}", "", "| setting | bpp | PSNR | HaarPSI | SWD patches |", "|---|---|---|---|---|"]
+        lines += [f"| {p['setting']} | {p['bpp']:.3f} | {p['psnr']:.2f} | {_fmt(p.get('haarpsi'), '.4f')} | "
+                  f"{_fmt(p.get('swd_patches'), '.3f')} |" for p in pts]
+        lines.append("")
+    return lines
 
 
 def markdown(title: str, settings: dict, lossless: dict, curve_map: dict, bd: dict, plots: list[Path]) -> str:
@@ -204,6 +240,7 @@ def markdown(title: str, settings: dict, lossless: dict, curve_map: dict, bd: di
                              f"{_fmt(p['ms_ssim'], '.4f')} ({p['ms_ssim_scales']}) | {p['encode_s']:.3f} | "
                              f"{p['decode_s']:.3f} |")
         lines.append("")
+        lines += _perceptual_tables(curve_map)
     for path in plots:
         if path.suffix == ".png":
             lines += [f"![{path.stem}]({path.name})", ""]

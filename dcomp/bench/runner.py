@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcomp.bench import metrics, report
+from dcomp.bench import crops, metrics, perceptual, report
 from dcomp.bench.folders import make_folder, remove_empty
 from dcomp.errors import DcompError
 
@@ -29,7 +29,8 @@ POINTS, SETTINGS = "points.jsonl", "settings.json"
 
 
 class OutDirError(DcompError):
-    """The results folder cannot be used as asked (it holds results, or is not a folder)."""
+    """The results folder cannot be used as asked (it holds results, or is not a folder), or the
+    crop sheets cannot be written."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -115,31 +116,60 @@ def _measure(encode, decode) -> tuple[bytes, np.ndarray, float, float, float]:
     return data, back, t1 - t0, t2 - t1, _peak_rss_mb()
 
 
+MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # channels -> the mode names classical codecs list
+
+
+def _flat(image: np.ndarray) -> np.ndarray:
+    """What the codecs take: (H, W) for greyscale, (H, W, C) otherwise."""
+    return image[:, :, 0] if image.shape[2] == 1 else image
+
+
+def _codec_calls(entry: Entry, flat: np.ndarray, setting, device: str):
+    """(encode, decode) of one entry at one setting on `flat`; None if a classical codec does
+    not take the image's mode."""
+    import dcomp
+    from dcomp.classical import get_codec
+
+    if entry.kind == "method":
+        return (lambda: dcomp.compress(flat, entry.name, setting, device)), (lambda d: dcomp.decompress(d, device))
+    codec = get_codec(entry.name)
+    if MODES[1 if flat.ndim == 2 else flat.shape[2]] not in codec.modes:
+        return None
+    return (lambda: codec.encode(flat, setting)), (lambda d: codec.decode(d, flat.shape))
+
+
+def round_trip(entry: Entry, image: np.ndarray, setting, device: str) -> tuple[bytes, np.ndarray]:
+    """Encode and decode the (H, W, C) uint8 `image` once, untimed: the file and the decoded
+    (H, W, C) image. The entry must take the image's mode (it did when it was measured on it)."""
+    encode, decode = _codec_calls(entry, _flat(image), setting, device)
+    data = encode()
+    return data, decode(data).reshape(image.shape)
+
+
+def _quality(original: np.ndarray, decoded: np.ndarray) -> dict:
+    """The quality metrics of a lossy point (see metrics and perceptual)."""
+    ms, scales = metrics.ms_ssim(original, decoded)
+    return {"psnr": metrics.psnr(original, decoded), "ssim": metrics.ssim(original, decoded), "ms_ssim": ms,
+            "ms_ssim_scales": scales, "haarpsi": perceptual.haarpsi(original, decoded),
+            "swd_patches": perceptual.swd_patches(original, decoded)}
+
+
 def measure_image(name: str, image: np.ndarray, entries: list[Entry], device: str, done: set,
                   on_point=None) -> list[dict]:
     """All points of one image. `image` is (H, W, C) uint8. `on_point` sees each point as
     soon as it is measured (the serial run saves it at once: Ctrl-C loses nothing)."""
-    import dcomp
-    from dcomp.classical import get_codec
-
     h, w, c = image.shape
-    flat = image[:, :, 0] if c == 1 else image
+    flat = _flat(image)
     points = []
     for entry in entries:
         for setting in entry.settings:
             if (name, entry.name, json.dumps(setting)) in done:
                 continue
-            if entry.kind == "method":
-                enc = lambda: dcomp.compress(flat, entry.name, setting, device)  # noqa: E731
-                dec = lambda d: dcomp.decompress(d, device)  # noqa: E731
-            else:
-                codec = get_codec(entry.name)
-                if ({1: "L", 3: "RGB", 4: "RGBA"}[c]) not in codec.modes:
-                    continue
-                enc = lambda: codec.encode(flat, setting)  # noqa: E731
-                dec = lambda d: codec.decode(d, flat.shape)  # noqa: E731
+            calls = _codec_calls(entry, flat, setting, device)
+            if calls is None:
+                continue
             try:
-                data, back, t_enc, t_dec, peak = _measure(enc, dec)
+                data, back, t_enc, t_dec, peak = _measure(*calls)
             except Exception as exc:  # noqa: BLE001 - one codec failing must not stop the run
                 points.append({"image": name, "codec": entry.name, "setting": setting, "error": str(exc)})
                 if on_point:
@@ -153,10 +183,7 @@ def measure_image(name: str, image: np.ndarray, entries: list[Entry], device: st
             if entry.lossless:
                 point["exact"] = bool(np.array_equal(back, flat))
             else:
-                rgb_a, rgb_b = flat, back
-                point["psnr"] = metrics.psnr(rgb_a, rgb_b)
-                point["ssim"] = metrics.ssim(rgb_a, rgb_b)
-                point["ms_ssim"], point["ms_ssim_scales"] = metrics.ms_ssim(rgb_a, rgb_b)
+                point.update(_quality(flat, back))
             points.append(point)
             if on_point:
                 on_point(point)
@@ -235,9 +262,20 @@ def _measure_all(todo: list, entries: list[Entry], config: BenchConfig, done: se
             raise
 
 
+def _save_crops(request: crops.CropRequest, images: list, points: list[dict], entries: list[Entry], device: str,
+                log) -> None:
+    try:
+        written = crops.write_sheets(images, points, entries,
+                                     lambda entry, image, setting: round_trip(entry, image, setting, device), request)
+    except OSError as exc:
+        raise OutDirError(f"cannot write crop sheets to {request.folder}: {exc.strerror or exc}") from None
+    log(f"crop sheets in {request.folder}/ ({', '.join(path.name for path in written)})")
+
+
 def run(config: BenchConfig, out_dir: Path, resume: bool = False, force: bool = False, log=print,
-        progress=None) -> list[dict]:
-    """Measure everything; return all points (earlier ones too when resuming).
+        progress=None, crop_request: crops.CropRequest | None = None) -> list[dict]:
+    """Measure everything; return all points (earlier ones too when resuming). With a
+    `crop_request`, then write its crop sheets (see crops).
 
     Raises OutDirError (see check_out_dir) before any work, and Interrupted on Ctrl-C once
     measuring has begun."""
@@ -278,6 +316,8 @@ def run(config: BenchConfig, out_dir: Path, resume: bool = False, force: bool = 
             _start_over(out_dir)
             remove_empty(created)
         raise
+    if crop_request:
+        _save_crops(crop_request, images, points, entries, config.device, log)
     return points
 
 

@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
-def _font(size: int):
+def default_font(size: int):
+    """Pillow's built-in font at `size` pixels (no font files needed)."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has one fixed bitmap font
@@ -24,13 +25,13 @@ def screenshot(w: int = 640, h: int = 400, seed: int = 0) -> Image.Image:
     d.rectangle([0, 0, w, 28], fill=(52, 58, 70))
     d.rectangle([0, 28, 150, h], fill=(230, 232, 236))
     for i in range(12):
-        d.text((10, 40 + 26 * i), f"Folder {i:02d}", fill=(40, 40, 40), font=_font(13))
+        d.text((10, 40 + 26 * i), f"Folder {i:02d}", fill=(40, 40, 40), font=default_font(13))
     words = "the quick brown fox jumps over a lazy dog while codecs count every bit".split()
     for row in range(16):
         line = " ".join(rng.choice(words, size=8))
-        d.text((165, 40 + 21 * row), line, fill=(20, 20, 20), font=_font(14))
+        d.text((165, 40 + 21 * row), line, fill=(20, 20, 20), font=default_font(14))
     d.rounded_rectangle([w - 140, h - 50, w - 20, h - 18], radius=6, fill=(40, 110, 220))
-    d.text((w - 118, h - 44), "Compress", fill=(255, 255, 255), font=_font(15))
+    d.text((w - 118, h - 44), "Compress", fill=(255, 255, 255), font=default_font(15))
     return im
 
 
@@ -46,7 +47,7 @@ def chart(w: int = 512, h: int = 384, seed: int = 1) -> Image.Image:
         d.line([(40 + 40 * k, float(y)) for k, y in enumerate(ys)], fill=c, width=3)
     for k in range(8):
         d.rectangle([50 + 55 * k, h - 30 - 10 * (k + 2), 80 + 55 * k, h - 30], fill=colours[k % 3])
-    d.text((w // 2 - 60, 2), "Bits per pixel by week", fill="black", font=_font(14))
+    d.text((w // 2 - 60, 2), "Bits per pixel by week", fill="black", font=default_font(14))
     return im
 
 
