@@ -4,7 +4,7 @@ PIP     := .venv/bin/pip
 DATA    ?= ../shared/data
 KODAK   ?= $(DATA)/kodak
 
-.PHONY: install test test-slow bench-lossless bench-memory bench-lossy-kodak bench-lossy-cifar10 bench-memory-lossy train-mlp train-cnn-ae train-cnn-ae-ft clean
+.PHONY: install test test-slow fuzz bench-lossless bench-memory bench-lossy-kodak bench-lossy-cifar10 bench-memory-lossy train-mlp train-cnn-ae train-cnn-ae-ft train-gan-ae train-gan-ae-dc clean
 
 # torch first, pinned to the CPU build on disk: letting pip resolve torch would pull CUDA wheels.
 install:
@@ -18,6 +18,10 @@ test:
 
 test-slow:
 	$(PY) -m pytest -q -m slow
+
+# 20000 crafted files through every decoder (CRCs recomputed; tests/test_fuzz.py), DCOMP_FUZZ_SEED=N for others.
+fuzz:
+	DCOMP_FUZZ_N=20000 $(PY) -m pytest -q tests/test_fuzz.py -k fuzz_mutated
 
 # Kodak lossless table (mlp through the CLI, its linear ablation, classical codecs) + synthetic images.
 bench-lossless:
@@ -52,6 +56,15 @@ train-cnn-ae:
 train-cnn-ae-ft:
 	.venv/bin/dcomp train cnn-ae-ft --data $(DATA)/photos-train --init weights/cnn-ae.npz --minutes 35 \
 		--out weights/cnn-ae-ft.npz --force
+
+# The GAN decoders, fine-tuned from the committed cnn-ae-ft (rerun both when it changes).
+train-gan-ae:
+	.venv/bin/dcomp train gan-ae --data $(DATA)/photos-train --init weights/cnn-ae-ft.npz --minutes 45 \
+		--out weights/gan-ae.npz --force
+
+train-gan-ae-dc:
+	.venv/bin/dcomp train gan-ae-dc --data $(DATA)/photos-train --init weights/cnn-ae-ft.npz --minutes 45 \
+		--out weights/gan-ae-dc.npz --force
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache results

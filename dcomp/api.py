@@ -26,25 +26,29 @@ def default_quality(method: str) -> int | None:
 
 
 def compress(image, method: str = "mlp", quality: int | None = None, device: str = "auto",
-             target_bpp: float | None = None, target_psnr: float | None = None) -> bytes:
+             target_bpp: float | None = None, target_psnr: float | None = None,
+             max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     """Compress a PIL image or uint8 array (H, W), (H, W, 3) or (H, W, 4) into .dcz bytes.
 
     A lossy method takes a quality (default: its middle one), or a target instead: target_bpp
     picks the highest quality whose file stays within that many bits per pixel, target_psnr
     the lowest quality whose decoded image reaches that PSNR (dB, over all channels).
+    An image of more than `max_pixels` pixels is refused before it is converted.
     """
-    return compress_report(image, method, quality, device, target_bpp, target_psnr).data
+    return compress_report(image, method, quality, device, target_bpp, target_psnr, max_pixels).data
 
 
 def compress_report(image, method: str = "mlp", quality: int | None = None, device: str = "auto",
-                    target_bpp: float | None = None, target_psnr: float | None = None) -> Compressed:
+                    target_bpp: float | None = None, target_psnr: float | None = None,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Compressed:
     """compress(), returning the quality used and, for a PSNR target, the PSNR reached."""
     codec = registry.get(method)
+    _check_pixel_limit(*_width_height(image), max_pixels)
     arr, mode = to_array(image)
     if target_bpp is not None or target_psnr is not None:
         if codec.qualities is None:
             raise UnsupportedError(f"method {method} is lossless: --bpp and --psnr need a lossy method")
-        return _compress_to_target(arr, method, list(codec.qualities), device, target_bpp, target_psnr)
+        return _compress_to_target(arr, method, list(codec.qualities), device, target_bpp, target_psnr, max_pixels)
     if codec.qualities is None:
         if quality not in (None, 0):
             raise UnsupportedError(f"method {method} is lossless and takes no quality")
@@ -60,9 +64,9 @@ def compress_report(image, method: str = "mlp", quality: int | None = None, devi
 
 
 def _compress_to_target(arr: np.ndarray, method: str, qualities: list[int], device: str,
-                        target_bpp: float | None, target_psnr: float | None) -> Compressed:
+                        target_bpp: float | None, target_psnr: float | None, max_pixels: int) -> Compressed:
     """Binary search over the qualities; size and PSNR grow with quality."""
-    from dcomp.bench.metrics import psnr
+    from dcomp.metrics import psnr
 
     pixels = arr.shape[0] * arr.shape[1]
     files: dict[int, bytes] = {}
@@ -70,9 +74,9 @@ def _compress_to_target(arr: np.ndarray, method: str, qualities: list[int], devi
 
     def measure(q: int) -> float:
         if q not in measured:
-            files[q] = compress(arr, method, q, device)
+            files[q] = compress(arr, method, q, device, max_pixels=max_pixels)
             measured[q] = (len(files[q]) * 8 / pixels if target_bpp is not None
-                           else psnr(arr, decompress(files[q], device).reshape(arr.shape)))
+                           else psnr(arr, decompress(files[q], device, max_pixels).reshape(arr.shape)))
         return measured[q]
 
     lo, hi = 0, len(qualities) - 1
@@ -94,16 +98,24 @@ def _compress_to_target(arr: np.ndarray, method: str, qualities: list[int], devi
     return Compressed(files[qualities[lo]], qualities[lo], None if target_psnr is None else measured[qualities[lo]])
 
 
-def decompress(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decompress(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
+               decoder: str | None = None) -> np.ndarray:
     """Decode .dcz bytes to a uint8 array shaped like np.asarray() of the original image.
 
-    A header declaring more than `max_pixels` pixels is refused before anything is allocated."""
+    A header declaring more than `max_pixels` pixels is refused before anything is allocated.
+    `decoder` names another method to decode with instead of the one the file prefers; it must
+    read the same bitstream (e.g. gan-ae for a cnn-ae-ft file, and the reverse)."""
     parsed = container.parse(data)
     header = parsed.header
-    if header.width * header.height > max_pixels:
-        raise LimitError(f"image of {header.width}x{header.height} pixels is over the limit of {max_pixels} "
-                         "pixels (raise it with --max-pixels)")
+    _check_pixel_limit(header.width, header.height, max_pixels)
     codec = registry.by_id(header.method_id)
+    if decoder is not None:
+        chosen = registry.get(decoder)
+        if chosen.bitstream != codec.bitstream:
+            readable = [n for n in registry.names() if registry.get(n).bitstream == codec.bitstream]
+            raise UnsupportedError(f"--decoder {decoder} cannot decode {codec.name} files "
+                                   f"(decoders of this file: {', '.join(readable)})")
+        codec = chosen
     if codec.model_id() != header.model_id:
         raise WeightsError(f"file was made with other {codec.name} weights (model id {header.model_id.hex()}, "
                            f"installed {codec.model_id().hex()})")
@@ -111,6 +123,21 @@ def decompress(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_
     if image.shape != (header.height, header.width, header.channels):
         raise CorruptFileError("decoded image does not match the header")
     return image[:, :, 0] if header.channels == 1 else image
+
+
+def _width_height(image) -> tuple[int, int]:
+    """Of a PIL image or an array, before converting it (0 x 0 for anything else: to_array
+    refuses it)."""
+    if isinstance(image, np.ndarray):
+        return (image.shape[1], image.shape[0]) if image.ndim >= 2 else (0, 0)
+    size = getattr(image, "size", None)  # PIL: (width, height)
+    return size if isinstance(size, tuple) else (0, 0)
+
+
+def _check_pixel_limit(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise LimitError(f"image of {width}x{height} pixels is over the limit of {max_pixels} pixels "
+                         "(raise it with --max-pixels)")
 
 
 def info(data: bytes) -> dict:

@@ -451,6 +451,58 @@ def test_latents_round_trip_exactly_under_extreme_tables(extreme, q):
             assert np.array_equal(out, y), (name, h, w)
 
 
+def test_stream_length_bound_is_exact(extreme):
+    """SPEC.md, Length bound: N words are refused for h*w blocks exactly when
+    h * w * S_q > 2**24 * (32 N + 64); the check comes before any decoding."""
+    _, _, weights = extreme
+    q, h, w = 1, 5, 8  # quality index 1: the widest tables, about 192 bits a block at the least
+    cost = h * w * weights.block_cost[q]
+    words = -(-(cost - (64 << 24)) // (32 << 24))  # the fewest that pass
+    assert words > 100
+    short = write_varint(0) + b"\xff" * (4 * (words - 1))
+    with pytest.raises(CorruptFileError, match="too short for 5x8 blocks"):
+        cnn_ae.decode_latents(weights, short, q, h, w)
+    try:  # random words decode to something or fail later, but not on the length bound
+        cnn_ae.decode_latents(weights, write_varint(0) + b"\xff" * (4 * words), q, h, w)
+    except CorruptFileError as exc:
+        assert "too short" not in str(exc)
+
+
+def test_every_encoded_stream_meets_the_length_bound(extreme):
+    """Streams the encoder writes pass with room to spare, whatever the latents (the round-trip
+    tests would also fail otherwise): here, the smallest N that still passes is far below."""
+    _, _, weights = extreme
+    rng = np.random.default_rng(21)
+    for q in (0, 1, 2, 3, 5):
+        for name, y in latent_cases(rng, 4, 6).items():
+            payload = cnn_ae.encode_latents(weights, y, q)
+            n_words = len(split_payload(payload)[1]) // 4
+            assert not cnn_ae._stream_too_short(weights, q, 24, n_words), (q, name)
+
+
+def test_encoder_refuses_latents_whose_stream_is_too_short(extreme):
+    """All latents at -K (symbol 0 of every table) cost nothing in an empty ANS coder: the
+    stream would have no words, which the reader refuses for any grid, so it is never written."""
+    _, _, weights = extreme
+    k = laplace.MAX_SUPPORT  # quality index 1: every table spans -1023..1023
+    y = np.full((cnn_ae.LATENT, 2, 3), -k, np.int64)
+    y[cnn_ae.DC_CHANNELS] = cnn_ae.dc_from_residual(y[cnn_ae.DC_CHANNELS])  # DC residuals -K too
+    with pytest.raises(UnsupportedError, match="shorter than the format allows"):
+        cnn_ae.encode_latents(weights, y, 1)
+    with pytest.raises(CorruptFileError, match="too short"):
+        cnn_ae.decode_latents(weights, write_varint(0), 1, 2, 3)
+
+
+def test_rgba_alpha_is_checked_before_the_synthesis(ae_weights, monkeypatch):
+    """Inconsistent entropy data fails before the costly synthesis network runs."""
+    data = dcomp.compress(np.concatenate([PHOTO, PHOTO[:, :, :1]], axis=2), "cnn-ae", 4)
+    latents, alpha = container.parse(data).sections
+    codec = registry.get("cnn-ae")
+    monkeypatch.setattr(codec.weights, "net", lambda device: pytest.fail("synthesis ran"))
+    with pytest.raises(CorruptFileError, match="lossless plane"):
+        dcomp.decompress(with_sections(data, [latents, alpha[:-1]]))
+
+
 def test_tables_are_deterministic(extreme, tmp_path):
     rng = np.random.default_rng(3)
     log_scales = rng.uniform(LOG_TINY, math.log(900.0), (40, 2))

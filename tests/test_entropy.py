@@ -333,3 +333,101 @@ def test_streams_unknown_coder_and_too_many_streams():
         streams.decode(write_varint(5000))
     with pytest.raises(ValueError):
         streams.decode(write_varint(1) + bytes([streams.EMPTY]) + write_varint(4))  # empty with symbols
+
+
+# ---------------------------------------------------------------- zstd frames, streamed
+
+def _frame(raw: bytes, content_size: bool) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor(level=19, write_content_size=content_size).compress(raw)
+
+
+@pytest.mark.parametrize("content_size", [True, False])
+def test_zstd_decompress_exact_size_only(content_size):
+    raw = bytes(range(256)) * 50
+    frame = _frame(raw, content_size)
+    out = streams.zstd_decompress(frame, len(raw))
+    assert out.tobytes() == raw and out.flags.writeable
+    assert streams.zstd_decompress(frame + b"trailing", len(raw)).tobytes() == raw  # ignored, as ever
+    for size, match in ((len(raw) - 1, "more bytes|does not match"), (len(raw) + 1, "fewer bytes|does not match")):
+        with pytest.raises(ValueError, match=match):
+            streams.zstd_decompress(frame, size)
+    with pytest.raises(ValueError):
+        streams.zstd_decompress(frame[:-5], len(raw))
+    assert streams.zstd_decompress(_frame(b"", content_size), 0).size == 0
+
+
+def test_zstd_frame_without_content_size_stops_past_the_limit():
+    """A frame that declares no size and holds 256 MB: refused one byte past the limit, with
+    memory for the limit only (zstandard's one-shot API would allocate max_output_size)."""
+    import time
+    import tracemalloc
+
+    import zstandard
+
+    compressor = zstandard.ZstdCompressor(level=3, write_content_size=False).compressobj()
+    zeros = bytes(1 << 20)
+    frame = b"".join([compressor.compress(zeros) for _ in range(256)] + [compressor.flush()])
+    assert len(frame) < 100_000 and zstandard.frame_content_size(frame) == -1
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ValueError, match="more bytes"):
+            streams.zstd_decompress(frame, 3 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 1 and peak < 8 << 20
+
+
+def test_huffman_stream_shorter_than_one_bit_a_symbol_is_refused_up_front():
+    blob = streams.encode([sample("geometric", 300, 3)])  # no sync points up to SYNC_INTERVAL symbols
+    assert stream_kinds(blob) == [streams.HUFFMAN] and len(blob) < SYNC_INTERVAL // 8
+    with pytest.raises(ValueError, match="shorter than its symbol count"):
+        streams.decode(_blob_with_count(blob, 0, SYNC_INTERVAL))
+
+
+# ---------------------------------------------------------------- the ANS length bound
+
+def test_ans_cost_floor_holds_for_every_frequency():
+    """The step formats/SPEC.md's length bound rests on: rANS encoding a symbol of frequency f
+    from a state x = a f + r (a >= 8 once x >= 2**27; r < f) multiplies it by at least
+    (a 2**24 + f - 1) / ((a + 1) f), counting a renormalization's loss, and that is at least
+    2**((2**24 - f) / 2**24). Checked for every f at the smallest a (the ratio grows with a)."""
+    from dcomp.entropy import ans
+
+    one = 1 << ans.PRECISION
+    f = np.arange(1, one, dtype=np.float64)
+    a = 8.0
+    gain = np.log1p((a * one + f - 1 - (a + 1) * f) / ((a + 1) * f)) / np.log(2)
+    assert (gain - (one - f) / one).min() > 0
+
+
+def test_ans_bound_on_real_streams_and_an_empty_coder():
+    """Random streams under random tables never fall below their floors; an empty coder
+    decodes symbol 0 forever, which is why a reader needs the bound at all."""
+    import constriction
+
+    from dcomp.entropy import ans
+
+    rng = np.random.default_rng(5)
+    for trial in range(40):
+        n = int(rng.integers(2, 40))
+        peak = rng.random() < 0.5
+        freq = rng.integers(1, 50, n)
+        if peak:  # one dominant symbol, as the high-frequency tables have
+            freq[int(rng.integers(n))] += (1 << ans.PRECISION) - 50 * n
+        freq = freq * (1 << ans.PRECISION) // freq.sum()
+        freq[int(np.argmax(freq))] += (1 << ans.PRECISION) - int(freq.sum())
+        offsets = np.array([0, n])
+        model = constriction.stream.model.Categorical(freq.astype(np.float64), perfect=False)
+        p = freq / freq.sum()
+        symbols = rng.choice(n, int(rng.integers(1, 20000)), p=p).astype(np.int32)
+        symbols[-1] = 1 + int(rng.integers(n - 1))  # decoded last, encoded first: not the free symbol 0
+        coder = constriction.stream.stack.AnsCoder()
+        coder.encode_reverse(symbols, model)
+        floor = int(ans.cost_floors(freq, offsets)[0]) * len(symbols)
+        assert not ans.too_short(floor, coder.num_words()), trial
+    empty = constriction.stream.stack.AnsCoder()
+    assert (empty.decode(model, 1000) == 0).all() and empty.is_empty()

@@ -382,3 +382,69 @@ def test_every_head_kind_and_band_count_round_trips(predictor, shape):
     assert bands == mlp.Layout.band_count(coded_height)
     header = Header(1, codec.model_id(), w, h, {3: "RGB", 4: "RGBA"}[c])
     assert np.array_equal(codec.decode(header, [payload]), img)
+
+
+# ---------------------------------------------------------------- decoding work bound (SPEC.md, mode 2)
+
+@pytest.mark.parametrize("flags, shape, minimum", [
+    (0, (10, 20, 3), 130),        # 20 + 2*10 wavefronts, 3 channels: 120 bytes + ceil(600 / 64)
+    (1, (10, 20, 3), 160),        # coded transposed (20 high, 10 wide): 10 + 40 wavefronts
+    (3 << 1, (10, 20, 3), 88),    # four bands of at most 3 rows: 20 + 6 wavefronts
+    (0, (1, 1, 1), 4),            # 1 + 2 wavefronts, one sample
+])
+def test_work_bound_is_exact(flags, shape, minimum):
+    from dcomp.methods import mlp
+
+    assert mlp._pays_for_its_work(bytes([2, flags]) + bytes(minimum - 2), shape)
+    assert not mlp._pays_for_its_work(bytes([2, flags]) + bytes(minimum - 3), shape)
+
+
+def test_predictive_payloads_of_photos_pay_for_their_work():
+    from dcomp.methods import mlp
+
+    codec = registry.get("mlp")
+    for arr in list(FIXTURE_ARRAYS.values()) + [_tiled_photo(270, 261, 1)]:
+        payload = codec._encode_predictive(arr, "auto")
+        assert mlp._pays_for_its_work(payload, arr.shape)
+        assert mlp._pays_for_its_work(payload[:len(payload) // 3], arr.shape)  # with room to spare
+
+
+def test_encoder_never_writes_a_predictive_payload_below_the_work_bound(monkeypatch):
+    """A flat image's predictive payload is far below one byte per 64 samples: even when the
+    filtered mode is made to lose, the encoder does not write it, and a reader refuses it."""
+    from dcomp.container import Header
+    from dcomp.errors import CorruptFileError
+    from dcomp.methods import mlp
+
+    codec = registry.get("mlp")
+    flat = np.full((64, 96, 3), 120, np.uint8)
+    predictive = codec._encode_predictive(flat, "auto")
+    assert len(predictive) < flat.size // 64
+    header = Header(1, codec.model_id(), 96, 64, "RGB")
+    with pytest.raises(CorruptFileError, match="predictive payload too short for a 96x64 image"):
+        codec.decode(header, [predictive])
+    monkeypatch.setattr(mlp, "_encode_filtered", lambda image, to_beat: bytes([mlp.MODE_FILTERED]) + bytes(10**6))
+    payload, = codec.encode(flat)
+    assert payload[0] == mlp.MODE_STORED
+    assert np.array_equal(codec.decode(header, [payload]), flat)
+
+
+def test_filtered_decoding_holds_two_images_at_most():
+    """The filtered mode's inverse runs in place: the decompressed planes and the interleaved
+    output, nothing else image-sized (numpy's allocations, through tracemalloc)."""
+    import tracemalloc
+
+    from dcomp.methods import mlp
+
+    rng = np.random.default_rng(4)
+    image = np.repeat(rng.integers(0, 256, (600, 1, 4), dtype=np.uint8), 500, axis=1)  # 1.2 MB RGBA
+    payload, = registry.get("mlp").encode(image)
+    assert payload[0] == mlp.MODE_FILTERED and payload[1] != 0
+    tracemalloc.start()
+    try:
+        out = mlp._decode_filtered(payload, image.shape)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(out, image)
+    assert peak < 2.2 * image.nbytes, peak / image.nbytes

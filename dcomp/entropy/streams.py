@@ -19,18 +19,32 @@ ZSTD_LEVEL = 12
 # Try zstd on a stream only when Huffman is close to its 1-bit floor or the stream is short:
 # elsewhere it never wins and costs encode time.
 ZSTD_TRY_BITS = 1.6
+READ_CHUNK = 1 << 20  # bytes of zstd output read at a time
 
 
-def zstd_decompress(data: bytes, limit: int) -> bytes:
-    """zstd frame to bytes, refusing frames that declare more than `limit` bytes: zstandard
-    allocates the declared size before it looks at max_output_size."""
+def zstd_decompress(data: bytes, size: int) -> np.ndarray:
+    """A zstd frame that must hold exactly `size` bytes, as a writable uint8 array.
+
+    Streamed in chunks: memory follows what the frame really holds, and decoding stops one
+    byte past `size`, so a frame that declares no content size (or a false one) costs no more
+    than its section allows. (zstandard's one-shot API allocates its whole max_output_size up
+    front, and trusts a declared size.) Bytes after the frame are ignored, as ever."""
+    chunks, total = [], 0
     try:
-        declared = zstandard.frame_content_size(data)
-        if declared > limit:
-            raise ValueError("zstd frame larger than its section allows")
-        return zstandard.ZstdDecompressor().decompress(data, max_output_size=max(limit, 1))
+        if zstandard.frame_content_size(data) not in (-1, size):  # -1: not declared
+            raise ValueError("zstd frame size does not match its section")
+        with zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=False) as reader:
+            while total <= size:
+                want = min(READ_CHUNK, size + 1 - total)
+                chunks.append(np.frombuffer(reader.read(want), dtype=np.uint8))
+                total += len(chunks[-1])
+                if len(chunks[-1]) < want:  # a short read: the frame (or the data) has ended
+                    break
     except zstandard.ZstdError as exc:
         raise ValueError(f"bad zstd frame ({exc})") from None
+    if total != size:
+        raise ValueError(f"zstd frame holds {'more' if total > size else 'fewer'} bytes than its section allows")
+    return np.concatenate(chunks)
 
 
 def encode(streams: list[np.ndarray]) -> bytes:
@@ -92,10 +106,7 @@ def decode(data: bytes, pos: int = 0, max_symbols: int = 1 << 40) -> tuple[list[
     tables = np.zeros((0, 256), dtype=np.uint8)
     if n_huff:
         size, pos = read_varint(data, pos, "code lengths")
-        raw = zstd_decompress(data[pos:pos + size], 128 * n_huff)
-        if len(raw) != 128 * n_huff:
-            raise ValueError("bad code lengths")
-        nib = np.frombuffer(raw, dtype=np.uint8).reshape(n_huff, 128)
+        nib = zstd_decompress(data[pos:pos + size], 128 * n_huff).reshape(n_huff, 128)
         tables = np.empty((n_huff, 256), dtype=np.uint8)
         tables[:, 0::2], tables[:, 1::2] = nib >> 4, nib & 15
         pos += size
@@ -113,10 +124,7 @@ def decode(data: bytes, pos: int = 0, max_symbols: int = 1 << 40) -> tuple[list[
             pos += count
         elif kind == ZSTD:
             size, pos = read_varint(data, pos, "stream")
-            raw = zstd_decompress(data[pos:pos + size], count)
-            if len(raw) != count:
-                raise ValueError("zstd stream has the wrong length")
-            results[i] = np.frombuffer(raw, dtype=np.uint8).copy()
+            results[i] = zstd_decompress(data[pos:pos + size], count)
             pos += size
         elif kind == HUFFMAN:
             sync = []
@@ -128,6 +136,8 @@ def decode(data: bytes, pos: int = 0, max_symbols: int = 1 << 40) -> tuple[list[
             size, pos = read_varint(data, pos, "stream")
             if pos + size > len(data):
                 raise ValueError("truncated Huffman stream")
+            if 8 * size < count:  # every code is at least one bit: refused before any work
+                raise ValueError("Huffman stream shorter than its symbol count")
             pending.append(huffman.HuffmanStream(data[pos:pos + size], tables[len(pending)], count,
                                                  np.asarray(sync, dtype=np.int64)))
             pending_index.append(i)

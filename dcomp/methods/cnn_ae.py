@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from dcomp.container import Header, read_varint, write_varint
+from dcomp.entropy import ans
 from dcomp.errors import CorruptFileError, UnsupportedError, WeightsError
 
 BLOCK = 8
@@ -336,6 +337,7 @@ class Weights:
         if len(self.table_offsets) != QUALITIES * LATENT * BINS + 1 or self.table_offsets[-1] != len(self.table_freq):
             raise WeightsError(f"weights {path} have malformed coding tables")
         self.model_id = hashlib.sha256(raw).digest()[:4]
+        self.block_cost = _block_costs(self.table_freq, self.table_offsets)
         self._models: dict = {}
         self._net = None
 
@@ -363,6 +365,18 @@ class Weights:
 
 def table_index(q: int, channel: int, bin_: int) -> int:
     return (q * LATENT + channel) * BINS + bin_
+
+
+def _block_costs(freq: np.ndarray, offsets: np.ndarray) -> list[int]:
+    """Per quality index, a floor on what one block's 192 symbols cost (ans.cost_floors
+    units): over the channels, the sum of each one's smallest floor over the bins (a reader
+    checks a stream's length before it knows any bin)."""
+    floors = ans.cost_floors(freq, offsets).reshape(QUALITIES, LATENT, BINS)
+    return [int(v) for v in floors.min(axis=2).sum(axis=1)]
+
+
+def _stream_too_short(weights: Weights, q: int, blocks: int, n_words: int) -> bool:
+    return ans.too_short(blocks * weights.block_cost[q], n_words)
 
 
 # ---------------------------------------------------------------- compress
@@ -410,8 +424,12 @@ def encode_latents(weights: Weights, y: np.ndarray, q: int) -> bytes:
     coder = constriction.stream.stack.AnsCoder()
     for (t, _), s in zip(reversed(runs), reversed(symbols)):
         coder.encode_reverse(s, weights.coding_model(t))
-    words = coder.get_compressed().astype("<u4").tobytes()
-    return write_varint(len(escapes)) + _escape_bytes(escapes) + words
+    words = coder.get_compressed()
+    if _stream_too_short(weights, q, y.shape[1] * y.shape[2], len(words)):
+        # Only if nearly every latent is its table's least likely value -K, the symbol that
+        # costs nothing in an empty coder: the reader would refuse the file, so never write it.
+        raise UnsupportedError("cannot code these latents: their stream is shorter than the format allows")
+    return write_varint(len(escapes)) + _escape_bytes(escapes) + words.astype("<u4").tobytes()
 
 
 def decode_latents(weights: Weights, payload: bytes, q: int, h: int, w: int) -> np.ndarray:
@@ -428,6 +446,8 @@ def decode_latents(weights: Weights, payload: bytes, q: int, h: int, w: int) -> 
     words = payload[pos:]
     if len(words) % 4 or n_escapes > LATENT * h * w:
         raise CorruptFileError("corrupted latent stream (bad length)")
+    if _stream_too_short(weights, q, h * w, len(words) // 4):
+        raise CorruptFileError(f"corrupted latent stream (too short for {h}x{w} blocks)")
     try:
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
     except ValueError as exc:
@@ -598,6 +618,10 @@ class CnnAeCodec:
         h, w = header.height, header.width
         gh, gw = -(-h // BLOCK), -(-w // BLOCK)
         y = decode_latents(self.weights, sections[0], header.quality - 1, gh, gw)
+        alpha = None
+        if header.channels == 4:  # checked before the synthesis, the costly part
+            from dcomp.methods.mlp import decode_plane_lossless
+            alpha = decode_plane_lossless(sections[1], (h, w, 1))
         dev = _resolve_device(device)
         net = self.weights.net(dev)
         _, inverse_gain = net.gains(torch.tensor([header.quality - 1], device=dev))
@@ -608,9 +632,7 @@ class CnnAeCodec:
         rgb = rgb.permute(1, 2, 0).numpy()
         if header.channels == 1:
             return np.round(rgb.astype(np.float32).mean(axis=2, keepdims=True)).astype(np.uint8)
-        if header.channels == 4:
-            from dcomp.methods.mlp import decode_plane_lossless
-            alpha = decode_plane_lossless(sections[1], (h, w, 1))
+        if alpha is not None:
             return np.concatenate([rgb, alpha], axis=2)
         return np.ascontiguousarray(rgb)
 

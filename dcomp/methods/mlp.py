@@ -36,6 +36,12 @@ COEFF_MAX = 1 << 20
 TABLE_COUNTS = (1, 2, 4, 8, 12, 16, 24)
 BAND_MIN_HEIGHT = 128
 MAX_BANDS = 4
+# The predictive mode's decoding work is about one unit per sample plus one batch of numpy
+# calls (as costly as ~64 samples) per wavefront and channel. A predictive payload must pay
+# for it: at least one byte per PREDICTIVE_SAMPLES_PER_BYTE samples plus one byte per
+# wavefront and channel (formats/SPEC.md). So decoding time is bounded by the file's size, not
+# by the size its header claims; flatter or thinner images are coded in the filtered mode.
+PREDICTIVE_SAMPLES_PER_BYTE = 64
 
 
 def zigzag(r: np.ndarray) -> np.ndarray:
@@ -323,7 +329,9 @@ class MlpCodec:
         """predictor: "auto" (trained or per-image fitted network head, whichever is smaller)
         or "linear" (per-image least squares on the raw neighbourhood: the ablation)."""
         candidates = [bytes([MODE_STORED]) + image.tobytes()]
-        candidates.append(self._encode_predictive(image, predictor))
+        predictive = self._encode_predictive(image, predictor)
+        if _pays_for_its_work(predictive, image.shape):
+            candidates.append(predictive)
         best = min(len(c) for c in candidates)
         candidates.append(_encode_filtered(image, best))
         return [min(candidates, key=len)]
@@ -446,6 +454,8 @@ class MlpCodec:
     def _decode_predictive(self, data: bytes, shape) -> np.ndarray:
         if len(data) < 2 or data[1] >> 3:
             raise ValueError("bad predictive header")
+        if not _pays_for_its_work(data, shape):  # before anything of the image's size exists
+            raise ValueError(f"predictive payload too short for a {shape[1]}x{shape[0]} image")
         transposed, bands = data[1] & 1, (data[1] >> 1) + 1
         if transposed:
             return self._decode_wavefronts(data, (shape[1], shape[0], shape[2]), bands).transpose(1, 0, 2).copy()
@@ -527,6 +537,17 @@ class MlpCodec:
         return layout.unpad(stack).astype(np.uint8)
 
 
+def _pays_for_its_work(payload: bytes, shape) -> bool:
+    """Whether a predictive payload is long enough for the decoding work of its image
+    (PREDICTIVE_SAMPLES_PER_BYTE); `shape` is the image's, the flags byte says how it is coded."""
+    h, w, c = shape
+    if payload[1] & 1:  # transposed
+        h, w = w, h
+    bands = (payload[1] >> 1 & 3) + 1
+    wavefronts = w + 2 * -(-h // bands)  # an upper bound: t = x + 2y within a band
+    return PREDICTIVE_SAMPLES_PER_BYTE * (len(payload) - c * wavefronts) >= h * w * c
+
+
 def _chunks(n: int):
     for start in range(0, n, CHUNK):
         yield slice(start, min(n, start + CHUNK))
@@ -556,12 +577,8 @@ def _border_residuals(image: np.ndarray, layout: Layout) -> tuple[bytes, np.ndar
 def _decode_border(packed: bytes, image: np.ndarray, layout: Layout) -> np.ndarray:
     h, w, c = image.shape
     size = c * sum(w + hb - 1 for hb in layout.heights)
-    raw = symbol_streams.zstd_decompress(packed, size)
-    if len(raw) != size:
-        raise ValueError("border has the wrong size")
-    raw = np.frombuffer(raw, dtype=np.uint8).reshape(c, -1)
+    raw = symbol_streams.zstd_decompress(packed, size).reshape(c, -1)
     res = np.zeros(image.shape, dtype=np.int16)
-    t = np.zeros_like(image)
     pos = 0
     for y0, hb in zip(layout.starts, layout.heights):
         part = raw[:, pos:pos + w + hb - 1]
@@ -569,14 +586,10 @@ def _decode_border(packed: bytes, image: np.ndarray, layout: Layout) -> np.ndarr
         row = F.filter_inverse(part[:, None, :w], F.LEFT)[:, 0, :]  # (C, W)
         # Column 0 starts at the corner sample, which row 0 already holds.
         col = F.filter_inverse(np.concatenate([row[:, :1], part[:, w:]], axis=1)[:, :, None], F.UP)[:, :, 0]
-        t[y0, :, :] = row.T
-        t[y0:y0 + hb, 0, :] = col.T
+        image[y0, :, :] = F.colour_inverse(row.T[None])[0]
+        image[y0:y0 + hb, 0, :] = F.colour_inverse(col.T[:, None, :])[:, 0]
         res[y0, :, :] = (part[:, :w].T.astype(np.int32) + 128) % 256 - 128
         res[y0 + 1:y0 + hb, 0, :] = (part[:, w:].T.astype(np.int32) + 128) % 256 - 128
-    restored = F.colour_inverse(t)
-    for y0, hb in zip(layout.starts, layout.heights):
-        image[y0, :, :] = restored[y0, :, :]
-        image[y0:y0 + hb, 0, :] = restored[y0:y0 + hb, 0, :]
     return res
 
 
@@ -609,13 +622,15 @@ def _decode_filtered(data: bytes, shape) -> np.ndarray:
         raw = symbol_streams.zstd_decompress(data[3:], n)
     else:
         dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9}])
-        raw = dec.decompress(data[3:], max_length=n)
-        if not dec.eof or dec.unused_data:  # the stream must end exactly with the image
+        raw = np.frombuffer(dec.decompress(data[3:], max_length=n), dtype=np.uint8).copy()  # writable
+        if not dec.eof or dec.unused_data or len(raw) != n:  # the stream must end exactly with the image
             raise ValueError("filtered data does not match the image size")
-    if len(raw) != n:
-        raise ValueError("filtered data has the wrong size")
-    planes = F.filter_inverse(np.frombuffer(raw, dtype=np.uint8).reshape(c, h, w), data[1])
-    return F.colour_inverse(np.ascontiguousarray(np.moveaxis(planes, 0, 2)))
+    # In place, then one interleaving copy: two image-sized buffers in all.
+    planes = raw.reshape(c, h, w)
+    F.filter_inverse_inplace(planes, data[1])
+    image = np.ascontiguousarray(np.moveaxis(planes, 0, 2))
+    F.colour_inverse_inplace(image)
+    return image
 
 
 def encode_plane_lossless(plane: np.ndarray) -> bytes:

@@ -21,10 +21,15 @@ def colour_forward(image: np.ndarray) -> np.ndarray:
 
 def colour_inverse(image: np.ndarray) -> np.ndarray:
     out = image.copy()
-    if image.shape[2] >= 3:
-        out[:, :, 0] = image[:, :, 0] + image[:, :, 1]
-        out[:, :, 2] = image[:, :, 2] + image[:, :, 1]
+    colour_inverse_inplace(out)
     return out
+
+
+def colour_inverse_inplace(image: np.ndarray) -> None:
+    """colour_inverse without a copy: a whole decoded image is the largest array there is."""
+    if image.shape[2] >= 3:
+        image[:, :, 0] += image[:, :, 1]
+        image[:, :, 2] += image[:, :, 1]
 
 
 def filter_forward(plane: np.ndarray, kind: int) -> np.ndarray:
@@ -42,9 +47,14 @@ def filter_forward(plane: np.ndarray, kind: int) -> np.ndarray:
 
 def filter_inverse(residual: np.ndarray, kind: int) -> np.ndarray:
     out = residual.astype(np.uint8)
+    filter_inverse_inplace(out, kind)
+    return out
+
+
+def filter_inverse_inplace(planes: np.ndarray, kind: int) -> None:
+    """filter_inverse on a writable uint8 array, without temporaries."""
     # uint8 cumsum wraps mod 256, which is exactly the inverse of the mod-256 differences.
     if kind in (LEFT, GRADIENT):
-        out = np.cumsum(out, axis=-1, dtype=np.uint8)
+        np.cumsum(planes, axis=-1, dtype=np.uint8, out=planes)
     if kind in (UP, GRADIENT):
-        out = np.cumsum(out, axis=-2, dtype=np.uint8)
-    return out
+        np.cumsum(planes, axis=-2, dtype=np.uint8, out=planes)
