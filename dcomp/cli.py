@@ -153,7 +153,8 @@ def compress(
                                        help="Images to compress (PNG, JPEG, WebP, AVIF, TIFF, BMP, GIF, PPM); "
                                             "'-' reads standard input."),
     method: str = typer.Option("mlp", "-m", "--method", metavar="METHOD",
-                               help="mlp (lossless), cnn-ae or cnn-ae-ft (lossy); see `dcomp methods`."),
+                               help="mlp (lossless); cnn-ae, cnn-ae-ft, gan-ae or gan-ae-dc (lossy); see "
+                                    "`dcomp methods`."),
     quality: Optional[int] = typer.Option(None, "-q", "--quality", metavar="1..8", show_default=False,
                                           help="Lossy quality: 1 smallest file (≈0.15 bpp) .. 8 best "
                                                "(≈1.5 bpp); default 4. Lossless methods take none."),
@@ -206,7 +207,8 @@ def compress(
         if not quiet:
             for note in loaded.notes:
                 _say(note)
-        result = api.compress_report(loaded.image, method, quality, device, target_bpp=bpp, target_psnr=psnr)
+        result = api.compress_report(loaded.image, method, quality, device, target_bpp=bpp, target_psnr=psnr,
+                                     max_pixels=max_pixels)
         width, height = loaded.image.size
         samples = width * height * len(loaded.image.getbands())
         bits = len(result.data) * 8 / (width * height)
@@ -228,6 +230,7 @@ def compress(
                     "  dcomp decompress photo.dcz -o restored.png\n"
                     "  dcomp decompress photo.dcz -o photo.jpg     # to share a lossy result as JPEG\n"
                     "  dcomp decompress out/*.dcz -o decoded/\n"
+                    "  dcomp decompress photo.dcz --decoder gan-ae -o sharp.png   # a cnn-ae-ft file, GAN decoder\n"
                     "  dcomp decompress - < a.dcz > a.png")
 def decompress(
     inputs: List[str] = typer.Argument(..., metavar="FILE.dcz...", show_default=False,
@@ -237,6 +240,9 @@ def decompress(
                                               "The format follows the extension: .png (default), .tif, .webp, "
                                               ".bmp, .ppm, .pgm and .jxl are exact; .jpg (quality 95) and "
                                               ".avif (quality 90) re-encode. Default: NAME.png beside each file."),
+    decoder: Optional[str] = typer.Option(None, "--decoder", metavar="METHOD", show_default=False,
+                                          help="Decode with another method that reads the same bits: gan-ae or "
+                                               "gan-ae-dc for a cnn-ae-ft file (sharper), and the reverse."),
     force: bool = _flag("--force", help="Overwrite existing output files; allow binary output to a terminal."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
     json_out: bool = _flag("--json", help="Print one JSON record per input (JSON Lines) on standard output."),
@@ -247,23 +253,26 @@ def decompress(
 
     The method and its weights are read from each file.
     """
-    from dcomp import api
+    from dcomp import api, registry
     from dcomp.imageio import encode_image, to_array
 
     try:
         _check_device(device)
         _check_max_pixels(max_pixels)
-    except UsageError as exc:
+        if decoder is not None:
+            registry.get(decoder)
+    except (UsageError, UnknownMethodError) as exc:
         _fail(str(exc), EXIT_USAGE)
 
     def work(data: bytes, name: str, target: str):
         fields = api.info(data)
-        arr, mode = to_array(api.decompress(data, device, max_pixels=max_pixels))
+        arr, mode = to_array(api.decompress(data, device, max_pixels=max_pixels, decoder=decoder))
         image = encode_image(arr, Path(target).suffix if target != STDIO else ".png")
-        record = {"method": fields["method"], "quality": fields["quality"], "width": arr.shape[1],
+        used = decoder or fields["method"]
+        record = {"method": fields["method"], "decoder": used, "quality": fields["quality"], "width": arr.shape[1],
                   "height": arr.shape[0], "mode": mode, "bytes": len(image)}
         line = f"{name} -> {target}: {arr.shape[1]}x{arr.shape[0]} {mode}, {fields['method']}" \
-               + _quality_text(fields["quality"], None)
+               + _quality_text(fields["quality"], None) + (f", decoded by {decoder}" if decoder else "")
         return image, record, line
 
     try:
@@ -351,6 +360,12 @@ def bench(
     resume: bool = _flag("--resume", help="Continue the run in the results folder, keeping its points."),
     force: bool = _flag("--force", help="Start over in the results folder, replacing its results."),
     json_out: bool = _flag("--json", help="Print the summary as JSON on standard output."),
+    save_crops: Optional[Path] = typer.Option(None, "--save-crops", help="Also write side-by-side crops of the first "
+                                                                         "images to this folder: original, each dcomp "
+                                                                         "lossy method, JPEG, WebP."),
+    crops: int = typer.Option(4, "--crops", help="Images that get a --save-crops sheet."),
+    crop_bpp: float = typer.Option(0.25, "--crop-bpp", help="Target of --save-crops: each codec at its setting "
+                                                            "whose bpp is nearest."),
 ) -> None:
     """Rate-distortion benchmark of dcomp's methods against the classical codecs.
 
@@ -366,6 +381,7 @@ def bench(
     """
     from dcomp import registry
     from dcomp.bench import report, runner
+    from dcomp.bench.crops import CropRequest
     from dcomp.classical import CODECS
 
     try:
@@ -379,6 +395,10 @@ def bench(
         q_list = [int(q) for q in qualities.split(",")] if qualities else None
         if jobs < 1 or (limit is not None and limit < 1):
             raise UsageError("--jobs and --limit must be positive")
+        if crops < 1 or not crop_bpp > 0:
+            raise UsageError("--crops and --crop-bpp must be positive")
+        if save_crops and save_crops.exists() and not save_crops.is_dir():
+            raise UsageError(f"--save-crops {save_crops} is not a folder")
         name = Path(dataset).name if dataset not in ("cifar10", "kodak") else dataset
         out_dir = out or Path("results") / f"bench-{name}"
         runner.check_out_dir(out_dir, resume, force)  # before any work: a rerun must not replace results
@@ -394,7 +414,8 @@ def bench(
     try:
         with bar:
             points = runner.run(config, out_dir, resume=resume, force=force, log=_say,
-                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+                                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                crop_request=CropRequest(save_crops, crops, crop_bpp) if save_crops else None)
     except runner.Interrupted as stop:  # a Ctrl-C before measuring began has nothing to report
         interrupted = True
         _say("interrupted: writing the report from the points measured so far (--resume continues)")
@@ -471,7 +492,7 @@ def train_mlp(
 
 def _refuse_existing_weights(out: Path, replace: bool) -> None:
     """Weights files are what every existing .dcz decodes with: never replace one by accident."""
-    from dcomp.train.weights_files import companions
+    from dcomp.weights import companions
 
     existing = [p for p in companions(out) if p.exists()]
     if existing and not replace:
@@ -547,6 +568,54 @@ def train_cnn_ae_ft(
       dcomp train cnn-ae-ft --data ../shared/data/photos-train --init weights/cnn-ae.npz --minutes 30
     """
     _train_cnn_ae("cnn-ae-ft", data, out, None, init, steps, minutes, crop, batch, lr_scale, resume, force, seed)
+
+
+def _train_gan(method: str, data: Path, init: Path, out: Path, steps: int, minutes: float, crop: int, batch: int,
+               max_psnr_drop: float, resume: bool, force: bool, seed: int) -> None:
+    from dcomp.train.gan_ae import train
+
+    if not data.is_dir():
+        _fail(f"{data}: no such folder", EXIT_USAGE)
+    if not init.is_file():
+        _fail(f"{init}: no such weights file", EXIT_USAGE)
+    _refuse_existing_weights(out, resume or force)
+    try:
+        record = train(data, out, method, init, steps=steps, minutes=minutes, crop=crop, batch=batch,
+                       max_psnr_drop=max_psnr_drop, resume=resume, seed=seed,
+                       log=lambda m: err.print(m, highlight=False))
+    except (DcompError, ValueError) as exc:
+        _fail(str(exc), EXIT_FAILED)
+    err.print(f"wrote {out} (sha256 {record['sha256'][:16]}…) after {record['curve'][-1]['step']} steps, "
+              f"{record['seconds_total']} s in all", highlight=False)
+
+
+def _gan_command(method: str, loss: str):
+    def command(
+        data: Path = typer.Option(..., "--data", help="Folder of training photographs (never the evaluation set)."),
+        init: Path = typer.Option(Path("weights/cnn-ae-ft.npz"), "--init",
+                                  help="The cnn-ae-ft weights whose encoder and entropy model are shared."),
+        out: Path = typer.Option(Path(f"trained/{method}.npz"), "--out", help="Decoder weights file to write."),
+        steps: int = typer.Option(100000, "--steps", help="Stop after this many steps..."),
+        minutes: float = typer.Option(60.0, "--minutes", help="...or after this many minutes."),
+        crop: int = typer.Option(128, "--crop", help="Side of the random photo crops."),
+        batch: int = typer.Option(8, "--batch", help="Photo crops per step."),
+        max_psnr_drop: float = typer.Option(1.0, "--max-psnr-drop",
+                                            help="PSNR (dB) the decoder may give up against cnn-ae-ft on held-out "
+                                                 "photos; the adversarial weight is steered to stay within it."),
+        resume: bool = _flag("--resume", help="Continue from --out and its critic, extending the curve."),
+        force: bool = _flag("--force", help="Replace an existing --out (and its .sha256 and .train.json)."),
+        seed: int = typer.Option(0, "--seed"),
+    ) -> None:
+        _train_gan(method, data, init, out, steps, minutes, crop, batch, max_psnr_drop, resume, force, seed)
+
+    command.__doc__ = (f"Fine-tune a decoder of cnn-ae-ft against a patch critic ({loss}) into {method}.\n\n"
+                       f"    \b\n    Example:\n      dcomp train {method} --data ../shared/data/photos-train "
+                       f"--minutes 45\n    ")
+    return command
+
+
+train_app.command("gan-ae")(_gan_command("gan-ae", "L2 + Wasserstein with gradient penalty"))
+train_app.command("gan-ae-dc")(_gan_command("gan-ae-dc", "L2 + DCGAN non-saturating loss"))
 
 
 def _click_exceptions():

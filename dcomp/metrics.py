@@ -1,4 +1,4 @@
-"""Image-quality and rate-distortion metrics for the lossy benchmark (numpy only, float64).
+"""Image-quality and rate-distortion metrics (numpy only, float64), for the benchmark and the API.
 
     psnr(a, b)                  -> float            (math.inf for identical images)
     ssim(a, b)                  -> float

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcomp.bench import metrics, report, runner
-from dcomp.bench.datasets import DatasetError, download
+from dcomp import metrics
+from dcomp.bench import report, runner
+from dcomp.datasets import DatasetError, download
 from dcomp.classical import CODECS
 
 FIXTURES = Path(__file__).parent / "fixtures"

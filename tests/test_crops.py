@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcomp.bench import crops, metrics, runner
+from dcomp import metrics
+from dcomp.bench import crops, runner
 from dcomp.bench.crops import CropRequest
-from dcomp.bench.datasets import BenchImage
+from dcomp.datasets import BenchImage
 from dcomp.bench.runner import Entry
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -1,4 +1,4 @@
-"""dcomp.bench.datasets, offline: a tiny CIFAR-10 archive in the official layout and two small PNGs,
+"""dcomp.datasets, offline: a tiny CIFAR-10 archive in the official layout and two small PNGs,
 served by an HTTP server on 127.0.0.1 that the tests start and stop themselves."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcomp.bench import datasets
-from dcomp.bench.datasets import BenchImage, DatasetError, download, resolve_dataset
+from dcomp import datasets
+from dcomp.datasets import BenchImage, DatasetError, download, resolve_dataset
 from dcomp.errors import DcompError
 
 N_TEST, N_TRAIN = 4, 3  # images per batch in the tiny archive

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from dcomp.bench import metrics
-from dcomp.bench.metrics import (
+from dcomp import metrics
+from dcomp.metrics import (
     bd_psnr,
     bd_rate,
     bits_per_pixel,

@@ -1,11 +1,11 @@
-"""HaarPSI and the patch SWD (dcomp/bench/perceptual.py): reference values, identities, and that
+"""HaarPSI and the patch SWD (dcomp/perceptual.py): reference values, identities, and that
 both fall with blur and with JPEG quality on the real fixture crops."""
 import numpy as np
 import pytest
 from conftest import FIXTURE_NAMES, load_fixture
 
-from dcomp.bench import metrics, perceptual
-from dcomp.bench.perceptual import haarpsi, swd_patches
+from dcomp import metrics, perceptual
+from dcomp.perceptual import haarpsi, swd_patches
 
 BT601_LUMA = np.array([0.299, 0.587, 0.114])
 

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from dcomp.bench import metrics
+from dcomp import metrics
 from dcomp.bench.synthetic import default_font
 
 if TYPE_CHECKING:
-    from dcomp.bench.datasets import BenchImage
+    from dcomp.datasets import BenchImage
     from dcomp.bench.runner import Entry
 
 CROP_SIDE = 256

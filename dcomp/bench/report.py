@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dcomp.bench import metrics, published
+from dcomp import metrics
+from dcomp.bench import published
 from dcomp.registry import METHODS
 
 PSNR_CAP = 100.0  # identical images have infinite PSNR; cap it so averages stay finite

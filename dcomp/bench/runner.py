@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dcomp.bench import crops, metrics, perceptual, report
+from dcomp import metrics, perceptual
+from dcomp.bench import crops, report
 from dcomp.bench.folders import make_folder, remove_empty
 from dcomp.errors import DcompError
 
@@ -279,7 +280,7 @@ def run(config: BenchConfig, out_dir: Path, resume: bool = False, force: bool = 
 
     Raises OutDirError (see check_out_dir) before any work, and Interrupted on Ctrl-C once
     measuring has begun."""
-    from dcomp.bench.datasets import resolve_dataset
+    from dcomp.datasets import resolve_dataset
 
     check_out_dir(out_dir, resume, force)
     entries, notes = plan_entries(config)

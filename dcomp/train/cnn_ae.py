@@ -17,55 +17,25 @@ from pathlib import Path
 
 import numpy as np
 
-from dcomp.imageio import list_images, load_rgb
 from dcomp.methods import cnn_ae as M
-from dcomp.train.weights_files import publish
+from dcomp.train.data import center_crops, random_crops, split, to_tensor
+from dcomp.train.data import photos as load_photos
+from dcomp.weights import publish
 
 VAL_QUALITIES = (0, 3, 7)
 VAL_CROP = 512
 
 
-def _photos(paths: list[Path], log) -> list[np.ndarray]:
-    """Each photo at full size and at 0.6x (closer to the detail density of smaller images)."""
-    from PIL import Image
-    out = []
-    for p in paths:
-        a = load_rgb(p)
-        out.append(a)
-        img = Image.fromarray(a)
-        out.append(np.asarray(img.resize((int(a.shape[1] * 0.6), int(a.shape[0] * 0.6)), Image.LANCZOS)))
-    log(f"loaded {len(paths)} photos ({sum(x.size for x in out) / 3e6:.1f} Mpixel with their 0.6x copies)")
-    return out
-
-
 def _cifar(folder: Path | None, log) -> np.ndarray | None:
     if folder is None:
         return None
-    from dcomp.bench.datasets import resolve_dataset
+    from dcomp.datasets import resolve_dataset
     # A folder holding the CIFAR-10 archive (as `dcomp bench --data-dir`), or the archive itself.
     spec, data_dir = ("cifar10", folder) if folder.is_dir() else (str(folder), None)
     _, images = resolve_dataset(spec, data_dir=data_dir, split="train", progress=False, on_note=lambda m: None)
     arr = np.stack([im.array for im in images])
     log(f"loaded {len(arr)} CIFAR-10 training images")
     return arr
-
-
-def _crops(photos: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    out = np.empty((n, size, size, 3), dtype=np.uint8)
-    for i in range(n):
-        a = photos[rng.integers(len(photos))]
-        y = rng.integers(0, a.shape[0] - size + 1)
-        x = rng.integers(0, a.shape[1] - size + 1)
-        c = a[y:y + size, x:x + size]
-        if rng.random() < 0.5:
-            c = c[:, ::-1]
-        out[i] = c
-    return out
-
-
-def _to_tensor(batch: np.ndarray):
-    import torch
-    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def validate(model, val_images: list[np.ndarray]) -> dict:
@@ -76,7 +46,7 @@ def validate(model, val_images: list[np.ndarray]) -> dict:
         for q in VAL_QUALITIES:
             bpp, psnr = [], []
             for img in val_images:
-                x = _to_tensor(img[None])
+                x = to_tensor(img[None])
                 qi = torch.tensor([q])
                 gain, inverse_gain = model.gains(qi)
                 y = torch.round(model.analysis(x) * gain)
@@ -113,17 +83,9 @@ def train(data_dir: Path, out: Path, cifar_dir: Path | None = None, init: Path |
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed + int(time.time()) if resume else seed)
-    paths = list_images(data_dir)
-    if len(paths) < 2:
-        raise ValueError(f"need at least 2 training images in {data_dir}")
-    n_val = max(1, len(paths) // 10)  # the same hold-out as `dcomp train mlp`
-    train_paths, val_paths = paths[:-n_val], paths[-n_val:]
-    photos = _photos(train_paths, log)
-    val_images = []
-    for p in val_paths:
-        a = load_rgb(p)
-        y0, x0 = (a.shape[0] - VAL_CROP) // 2, (a.shape[1] - VAL_CROP) // 2
-        val_images.append(a[max(y0, 0):max(y0, 0) + VAL_CROP, max(x0, 0):max(x0, 0) + VAL_CROP])
+    train_paths, val_paths = split(data_dir)
+    photos = load_photos(train_paths, log)
+    val_images = center_crops(val_paths, VAL_CROP)
     cifar = _cifar(cifar_dir, log)
 
     model = M.build_model()
@@ -159,8 +121,8 @@ def train(data_dir: Path, out: Path, cifar_dir: Path | None = None, init: Path |
                 flip = rng.random(len(idx)) < 0.5
                 imgs[flip] = imgs[flip][:, :, ::-1]
             else:
-                imgs = _crops(photos, batch, crop, rng)
-            x = _to_tensor(imgs)
+                imgs = random_crops(photos, batch, crop, rng)
+            x = to_tensor(imgs)
             q = torch.from_numpy(rng.integers(0, M.QUALITIES, len(x)))
             loss, bpp, mse = M.rate_distortion(model, x, q)
             loss = loss.mean()

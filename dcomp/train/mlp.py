@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dcomp.imageio import list_images, load_rgb
+from dcomp.imageio import load_rgb
 from dcomp.methods import mlp_predictor as P
-from dcomp.train.weights_files import publish
+from dcomp.train.data import split
+from dcomp.weights import publish
 
 # (channel predicted, its prior channels) per network; net 0 also serves L and alpha, so it
 # learns from every colour channel.
@@ -93,11 +94,7 @@ def train(data_dir: Path, out: Path, steps: int = 6000, hidden: tuple[int, int] 
     # Small batches of a small MLP: one thread avoids OpenMP spin-waiting against other work.
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    paths = list_images(data_dir)
-    if len(paths) < 2:
-        raise ValueError(f"need at least 2 training images in {data_dir}")
-    n_val = max(1, len(paths) // 10)
-    train_paths, val_paths = paths[:-n_val], paths[-n_val:]
+    train_paths, val_paths = split(data_dir)
     log(f"{len(train_paths)} training images, {len(val_paths)} validation images")
     t0 = time.time()
     train_set = build_set(train_paths, 40000, seed)

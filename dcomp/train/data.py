@@ -1,0 +1,64 @@
+"""Training images shared by the trainers: the hold-out split, photo crops, tensors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dcomp.imageio import list_images, load_rgb
+
+HOLD_OUT_FRACTION = 10  # the last tenth of a folder (at least one image) is validation, never trained on
+DOWNSCALE = 0.6  # photos also at this size: closer to the detail density of smaller images
+
+
+def split(data_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(training paths, validation paths) of a folder of photographs, the same for every trainer."""
+    paths = list_images(data_dir)
+    if len(paths) < 2:
+        raise ValueError(f"need at least 2 training images in {data_dir}")
+    n_val = max(1, len(paths) // HOLD_OUT_FRACTION)
+    return paths[:-n_val], paths[-n_val:]
+
+
+def photos(paths: list[Path], log) -> list[np.ndarray]:
+    """Each photo at full size and at DOWNSCALE."""
+    from PIL import Image
+    out = []
+    for p in paths:
+        a = load_rgb(p)
+        out.append(a)
+        img = Image.fromarray(a)
+        size = (int(a.shape[1] * DOWNSCALE), int(a.shape[0] * DOWNSCALE))
+        out.append(np.asarray(img.resize(size, Image.LANCZOS)))
+    log(f"loaded {len(paths)} photos ({sum(x.size for x in out) / 3e6:.1f} Mpixel with their {DOWNSCALE}x copies)")
+    return out
+
+
+def center_crops(paths: list[Path], size: int) -> list[np.ndarray]:
+    """The central size x size crop of each image (the whole side where it is smaller)."""
+    out = []
+    for p in paths:
+        a = load_rgb(p)
+        y0, x0 = max((a.shape[0] - size) // 2, 0), max((a.shape[1] - size) // 2, 0)
+        out.append(a[y0:y0 + size, x0:x0 + size])
+    return out
+
+
+def random_crops(images: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """n random size x size crops, each from a random image, mirrored half of the time."""
+    out = np.empty((n, size, size, 3), dtype=np.uint8)
+    for i in range(n):
+        a = images[rng.integers(len(images))]
+        y = rng.integers(0, a.shape[0] - size + 1)
+        x = rng.integers(0, a.shape[1] - size + 1)
+        c = a[y:y + size, x:x + size]
+        if rng.random() < 0.5:
+            c = c[:, ::-1]
+        out[i] = c
+    return out
+
+
+def to_tensor(batch: np.ndarray):
+    """(N, H, W, 3) uint8 to a (N, 3, H, W) float tensor in 0..1."""
+    import torch
+    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
