@@ -40,8 +40,10 @@ def compress(image, method: str = "mlp", quality: int | None = None, device: str
 
 def compress_report(image, method: str = "mlp", quality: int | None = None, device: str = "auto",
                     target_bpp: float | None = None, target_psnr: float | None = None,
-                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Compressed:
-    """compress(), returning the quality used and, for a PSNR target, the PSNR reached."""
+                    max_pixels: int = DEFAULT_MAX_PIXELS, encoder_options: dict | None = None) -> Compressed:
+    """compress(), returning the quality used and, for a PSNR target, the PSNR reached.
+
+    encoder_options: passed to the method's encoder (e.g. mlp's predictor="linear" ablation)."""
     codec = registry.get(method)
     _check_pixel_limit(*_width_height(image), max_pixels)
     arr, mode = to_array(image)
@@ -59,7 +61,7 @@ def compress_report(image, method: str = "mlp", quality: int | None = None, devi
         raise UnsupportedError(f"method {method} needs a quality in {codec.qualities.start}..{codec.qualities.stop - 1}")
     header = container.Header(codec.method_id, codec.model_id(), arr.shape[1], arr.shape[0], mode, quality)
     header.to_bytes()  # validates the geometry before any work is done
-    sections = codec.encode(arr, quality or None, device)
+    sections = codec.encode(arr, quality or None, device, **(encoder_options or {}))
     return Compressed(container.Container(header, sections).to_bytes(), quality or None)
 
 

@@ -140,6 +140,12 @@ def _quality_text(quality: int | None, psnr: float | None) -> str:
 DEVICE_HELP = "auto (CUDA when present), cpu or cuda; the file is the same whichever."
 MAX_PIXELS_HELP = "Refuse images over this many pixels (guards against decompression bombs)."
 QUIET_HELP = "No summary line, warnings or progress bar on standard error (errors are still printed)."
+# Options compress and decompress share.
+FORCE_OPTION = _flag("--force", help="Overwrite existing output files; allow binary output to a terminal.")
+DEVICE_OPTION = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP)
+JSON_LINES_OPTION = _flag("--json", help="Print one JSON record per input (JSON Lines) on standard output.")
+QUIET_OPTION = _flag("--quiet", "-s", help=QUIET_HELP)
+MAX_PIXELS_OPTION = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", metavar="N", help=MAX_PIXELS_HELP)
 
 
 @app.command(epilog="\b\nExamples:\n"
@@ -168,11 +174,11 @@ def compress(
                                          help="Output file, folder (ends with '/', or several inputs; created "
                                               "if missing), or '-' for standard output. Default: NAME.dcz "
                                               "beside each input; standard output for '-'."),
-    force: bool = _flag("--force", help="Overwrite existing output files; allow binary output to a terminal."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
-    json_out: bool = _flag("--json", help="Print one JSON record per input (JSON Lines) on standard output."),
-    quiet: bool = _flag("--quiet", "-s", help=QUIET_HELP),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", metavar="N", help=MAX_PIXELS_HELP),
+    force: bool = FORCE_OPTION,
+    device: str = DEVICE_OPTION,
+    json_out: bool = JSON_LINES_OPTION,
+    quiet: bool = QUIET_OPTION,
+    max_pixels: int = MAX_PIXELS_OPTION,
 ) -> None:
     """Compress images into .dcz files.
 
@@ -243,11 +249,11 @@ def decompress(
     decoder: Optional[str] = typer.Option(None, "--decoder", metavar="METHOD", show_default=False,
                                           help="Decode with another method that reads the same bits: gan-ae or "
                                                "gan-ae-dc for a cnn-ae-ft file (sharper), and the reverse."),
-    force: bool = _flag("--force", help="Overwrite existing output files; allow binary output to a terminal."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
-    json_out: bool = _flag("--json", help="Print one JSON record per input (JSON Lines) on standard output."),
-    quiet: bool = _flag("--quiet", "-s", help=QUIET_HELP),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", metavar="N", help=MAX_PIXELS_HELP),
+    force: bool = FORCE_OPTION,
+    device: str = DEVICE_OPTION,
+    json_out: bool = JSON_LINES_OPTION,
+    quiet: bool = QUIET_OPTION,
+    max_pixels: int = MAX_PIXELS_OPTION,
 ) -> None:
     """Decompress .dcz files into images.
 

@@ -1,5 +1,8 @@
 """Method names and ids to codec objects. A new method is one entry here and one module.
 
+This table is the only place that names a method and gives it its id: codecs are built with
+both and define neither.
+
 Method modules are imported only when asked for, so the CLI starts fast and a method's
 heavy dependencies (torch) load only when that method is used.
 """
@@ -17,6 +20,8 @@ METHODS: dict[str, tuple[int, str, str, str]] = {
     "mlp": (1, "dcomp.methods.mlp", "MlpCodec", "mlp.npz"),
     "cnn-ae": (2, "dcomp.methods.cnn_ae", "CnnAeCodec", "cnn-ae.npz"),
     "cnn-ae-ft": (3, "dcomp.methods.cnn_ae", "CnnAeFtCodec", "cnn-ae-ft.npz"),
+    "gan-ae": (4, "dcomp.methods.gan_ae", "GanDecoderCodec", "gan-ae.npz"),
+    "gan-ae-dc": (5, "dcomp.methods.gan_ae", "GanDecoderCodec", "gan-ae-dc.npz"),
 }
 
 _cache: dict[str, Codec] = {}
@@ -36,8 +41,8 @@ def get(name: str) -> Codec:
     if name not in METHODS:
         raise UnknownMethodError(f"unknown method '{name}' (choose from: {', '.join(METHODS)})")
     if name not in _cache:
-        _, module, cls, weights = METHODS[name]
-        _cache[name] = getattr(import_module(module), cls)(weights_dir() / weights)
+        method_id, module, cls, weights = METHODS[name]
+        _cache[name] = getattr(import_module(module), cls)(name, method_id, weights_dir() / weights)
     return _cache[name]
 
 

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -47,7 +48,7 @@ def load(path: Path) -> WeightsFile:
         meta = json.loads(bytes(arrays.pop("meta")).decode())
     except FileNotFoundError:
         raise WeightsError(f"weights not found: {path} (train them with `dcomp train`)") from None
-    except (OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise WeightsError(f"cannot read weights {path}: {exc}") from None
     if not isinstance(meta, dict):
         raise WeightsError(f"cannot read weights {path}: no metadata")

@@ -18,16 +18,30 @@ from PIL import Image
 
 import dcomp
 from dcomp import container, registry
-from dcomp.container import read_varint, write_varint
+from dcomp.varint import read_varint, write_varint
 from dcomp.entropy import laplace
 from dcomp.errors import CorruptFileError, UnsupportedError, WeightsError
-from dcomp.methods import cnn_ae
+from dcomp.entropy.context_model import dc_from_residual, dc_residual, group_bins
+from dcomp.layers import BLOCK_LATENTS as LATENT
+from dcomp.methods import cnn_ae, lossy
 
 from conftest import assert_one_error_line, load_fixture
 
 PHOTO = load_fixture("kodim03_64x48.png")   # (48, 64, 3)
 SMALL = load_fixture("kodim23_33x21.png")   # (21, 33, 3)
 QUALITIES = range(1, cnn_ae.QUALITIES + 1)
+
+
+def encode_latents(weights: cnn_ae.Weights, y: np.ndarray, q: int) -> bytes:
+    return weights.entropy.compress(y, q)
+
+
+def decode_latents(weights: cnn_ae.Weights, payload: bytes, q: int, h: int, w: int) -> np.ndarray:
+    return weights.entropy.decompress(payload, q, h, w)
+
+
+def tables(weights: cnn_ae.Weights) -> tuple[np.ndarray, np.ndarray]:
+    return weights.file.arrays["table_freq"], weights.file.arrays["table_offsets"]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -124,15 +138,15 @@ def extreme(tmp_path_factory):
         model = cnn_ae.build_model()
     rng = np.random.default_rng(0)
     with torch.no_grad():
-        model.log_scales[0] = LOG_TINY
-        model.log_scales[1] = LOG_HUGE
-        model.log_scales[2, ..., 0] = LOG_TINY
-        model.log_scales[2, ..., 1] = LOG_HUGE
-        model.mix_logit[2] = 0.0
-        model.log_scales[3] = torch.from_numpy(rng.uniform(LOG_TINY, math.log(900.0), (cnn_ae.LATENT, cnn_ae.BINS, 2)))
-        model.mix_logit[3] = torch.from_numpy(rng.uniform(-30, 30, (cnn_ae.LATENT, cnn_ae.BINS)))
+        model.entropy.log_scales[0] = LOG_TINY
+        model.entropy.log_scales[1] = LOG_HUGE
+        model.entropy.log_scales[2, ..., 0] = LOG_TINY
+        model.entropy.log_scales[2, ..., 1] = LOG_HUGE
+        model.entropy.mix_logit[2] = 0.0
+        model.entropy.log_scales[3] = torch.from_numpy(rng.uniform(LOG_TINY, math.log(900.0), (LATENT, cnn_ae.BINS, 2)))
+        model.entropy.mix_logit[3] = torch.from_numpy(rng.uniform(-30, 30, (LATENT, cnn_ae.BINS)))
     folder = tmp_path_factory.mktemp("extreme_weights")
-    cnn_ae.save_weights(model, folder / "cnn-ae.npz", {"method": "cnn-ae", "architecture": {}})
+    cnn_ae.save_weights(model, folder / "cnn-ae.npz", "cnn-ae")
     return model, folder, cnn_ae.Weights(folder / "cnn-ae.npz")
 
 
@@ -234,7 +248,7 @@ def test_tiles_meet_without_seams(ae_weights, monkeypatch):
     assert image.shape == (160, 192, 3)
     codec = registry.get("cnn-ae")
     pieces = []
-    real_tiled = cnn_ae._tiled
+    real_tiled = cnn_ae.tiled
 
     def counting_tiled(fn, *args):
         def counted(x):
@@ -242,13 +256,13 @@ def test_tiles_meet_without_seams(ae_weights, monkeypatch):
             return fn(x)
         return real_tiled(counted, *args)
 
-    monkeypatch.setattr(cnn_ae, "_tiled", counting_tiled)
+    monkeypatch.setattr(cnn_ae, "tiled", counting_tiled)
     y_whole = codec.latents(image, 4)
     data_whole = dcomp.compress(image, "cnn-ae", 4)
     out_whole = dcomp.decompress(data_whole)
     assert pieces == [(160, 192), (160, 192), (20, 24)]  # latents, compress, decompress: whole
 
-    monkeypatch.setattr(cnn_ae, "TILE", 4)
+    monkeypatch.setattr(lossy, "TILE", 4)
     assert cnn_ae.HALO == 6
     pieces.clear()
     out_tiled = dcomp.decompress(data_whole)
@@ -287,22 +301,22 @@ def test_corrupted_latent_payload_through_decode_latents(ladder):
     payload = container.parse(data).sections[0]
     weights = registry.get("cnn-ae").weights
     grid = (6, 8)  # 48x64 pixels
-    y = cnn_ae.decode_latents(weights, payload, 3, *grid)
-    assert np.array_equal(cnn_ae.decode_latents(weights, payload, 3, *grid), y)
+    y = decode_latents(weights, payload, 3, *grid)
+    assert np.array_equal(decode_latents(weights, payload, 3, *grid), y)
     escapes, words = split_payload(payload)
     assert len(words) % 4 == 0 and len(words) >= 4
     for cut in (1, 2, 3, 5):  # the ANS words cut to a length that is not whole words
         with pytest.raises(CorruptFileError, match="bad length"):
-            cnn_ae.decode_latents(weights, payload[:-cut], 3, *grid)
+            decode_latents(weights, payload[:-cut], 3, *grid)
     # A stream never ends in a zero word: an appended zero word is refused before decoding.
     with pytest.raises(CorruptFileError):
-        cnn_ae.decode_latents(weights, payload + bytes(4), 3, *grid)
+        decode_latents(weights, payload + bytes(4), 3, *grid)
     # More escapes claimed than the whole grid holds values.
-    too_many = cnn_ae.LATENT * grid[0] * grid[1] + 1
+    too_many = LATENT * grid[0] * grid[1] + 1
     with pytest.raises(CorruptFileError, match="bad length"):
-        cnn_ae.decode_latents(weights, join_payload(escapes, bytes(too_many) + words, too_many), 3, *grid)
+        decode_latents(weights, join_payload(escapes, bytes(too_many) + words, too_many), 3, *grid)
     with pytest.raises(CorruptFileError):
-        cnn_ae.decode_latents(weights, b"", 3, *grid)
+        decode_latents(weights, b"", 3, *grid)
     # The same truncation inside a well-framed file: the method's check, not the CRC, fires.
     with pytest.raises(CorruptFileError, match="latent stream"):
         dcomp.decompress(with_sections(data, [payload[:-1]]))
@@ -311,20 +325,20 @@ def test_corrupted_latent_payload_through_decode_latents(ladder):
 def test_escape_list_must_match_the_stream(extreme):
     _, _, weights = extreme
     rng = np.random.default_rng(11)
-    y = rng.integers(-50, 51, (cnn_ae.LATENT, 2, 3))
-    payload = cnn_ae.encode_latents(weights, y, 0)  # support 1: nearly every value escapes
+    y = rng.integers(-50, 51, (LATENT, 2, 3))
+    payload = encode_latents(weights, y, 0)  # support 1: nearly every value escapes
     escapes, words = split_payload(payload)
     assert len(escapes) > 100
-    assert np.array_equal(cnn_ae.decode_latents(weights, payload, 0, 2, 3), y)
+    assert np.array_equal(decode_latents(weights, payload, 0, 2, 3), y)
     # One escape more than the stream uses: left over.
     with pytest.raises(CorruptFileError, match="data left over"):
-        cnn_ae.decode_latents(weights, join_payload(escapes + [write_varint(6)], words), 0, 2, 3)
+        decode_latents(weights, join_payload(escapes + [write_varint(6)], words), 0, 2, 3)
     # One escape fewer: the stream runs out of them.
     with pytest.raises(CorruptFileError, match="missing escapes"):
-        cnn_ae.decode_latents(weights, join_payload(escapes[:-1], words), 0, 2, 3)
+        decode_latents(weights, join_payload(escapes[:-1], words), 0, 2, 3)
     # A count claiming one more than the bytes hold: the first ANS bytes are read as an escape.
     with pytest.raises(CorruptFileError):
-        cnn_ae.decode_latents(weights, join_payload(escapes, words, len(escapes) + 1), 0, 2, 3)
+        decode_latents(weights, join_payload(escapes, words, len(escapes) + 1), 0, 2, 3)
 
 
 def test_appended_words_are_left_over(extreme):
@@ -333,13 +347,13 @@ def test_appended_words_are_left_over(extreme):
     With realistic tables most appended words are caught; none may crash the decoder."""
     _, _, weights = extreme
     rng = np.random.default_rng(12)
-    y = np.rint(rng.laplace(0, 1.5, (cnn_ae.LATENT, 6, 8))).astype(np.int64)
-    payload = cnn_ae.encode_latents(weights, y, 5)  # quality index 5: the initial tables
-    assert np.array_equal(cnn_ae.decode_latents(weights, payload, 5, 6, 8), y)
+    y = np.rint(rng.laplace(0, 1.5, (LATENT, 6, 8))).astype(np.int64)
+    payload = encode_latents(weights, y, 5)  # quality index 5: the initial tables
+    assert np.array_equal(decode_latents(weights, payload, 5, 6, 8), y)
     caught = 0
     for word in rng.integers(1, 2 ** 32, 32, dtype=np.uint64):
         try:
-            out = cnn_ae.decode_latents(weights, payload + int(word).to_bytes(4, "little"), 5, 6, 8)
+            out = decode_latents(weights, payload + int(word).to_bytes(4, "little"), 5, 6, 8)
         except CorruptFileError:  # left over, or garbage that needs escapes the list lacks
             caught += 1
         else:
@@ -399,7 +413,7 @@ def test_integer_table_is_valid(scales, weight):
 
 def _tables_are_valid(freq: np.ndarray, offsets: np.ndarray) -> None:
     lengths = np.diff(offsets)
-    assert len(offsets) == cnn_ae.QUALITIES * cnn_ae.LATENT * cnn_ae.BINS + 1
+    assert len(offsets) == cnn_ae.QUALITIES * LATENT * cnn_ae.BINS + 1
     assert offsets[0] == 0 and offsets[-1] == len(freq)
     assert (lengths % 2 == 0).all() and lengths.min() >= 4
     assert ((lengths - 2) // 2 <= laplace.MAX_SUPPORT).all()
@@ -410,13 +424,13 @@ def _tables_are_valid(freq: np.ndarray, offsets: np.ndarray) -> None:
 
 def test_installed_tables_are_valid(ae_weights):
     weights = registry.get("cnn-ae").weights
-    _tables_are_valid(weights.table_freq, weights.table_offsets)
+    _tables_are_valid(*tables(weights))
 
 
 def test_extreme_tables_are_valid(extreme):
     _, _, weights = extreme
-    _tables_are_valid(weights.table_freq, weights.table_offsets)
-    supports = (np.diff(weights.table_offsets) - 2) // 2
+    _tables_are_valid(*tables(weights))
+    supports = (np.diff(tables(weights)[1]) - 2) // 2
     per_quality = supports.reshape(cnn_ae.QUALITIES, -1)
     assert (per_quality[0] == 1).all()
     assert (per_quality[1] == laplace.MAX_SUPPORT).all()
@@ -424,9 +438,9 @@ def test_extreme_tables_are_valid(extreme):
 
 def latent_cases(rng, h, w):
     """Named latent arrays (192, h, w) from hard distributions for the coder."""
-    shape = (cnn_ae.LATENT, h, w)
+    shape = (LATENT, h, w)
     spike = np.zeros(shape, np.int64)
-    spike[rng.integers(cnn_ae.LATENT), rng.integers(h), rng.integers(w)] = -4321
+    spike[rng.integers(LATENT), rng.integers(h), rng.integers(w)] = -4321
     dc_spike = np.zeros(shape, np.int64)
     dc_spike[64, h - 1, w - 1] = 2 ** 31  # a DC value past int32, as its own residual
     return {
@@ -445,8 +459,8 @@ def test_latents_round_trip_exactly_under_extreme_tables(extreme, q):
     rng = np.random.default_rng(100 + q)
     for h, w in [(1, 1), (3, 17), (6, 5)]:
         for name, y in latent_cases(rng, h, w).items():
-            payload = cnn_ae.encode_latents(weights, y, q)
-            out = cnn_ae.decode_latents(weights, payload, q, h, w)
+            payload = encode_latents(weights, y, q)
+            out = decode_latents(weights, payload, q, h, w)
             assert out.dtype == np.int64 and out.shape == y.shape
             assert np.array_equal(out, y), (name, h, w)
 
@@ -456,14 +470,14 @@ def test_stream_length_bound_is_exact(extreme):
     h * w * S_q > 2**24 * (32 N + 64); the check comes before any decoding."""
     _, _, weights = extreme
     q, h, w = 1, 5, 8  # quality index 1: the widest tables, about 192 bits a block at the least
-    cost = h * w * weights.block_cost[q]
+    cost = h * w * weights.entropy.position_cost[q]
     words = -(-(cost - (64 << 24)) // (32 << 24))  # the fewest that pass
     assert words > 100
     short = write_varint(0) + b"\xff" * (4 * (words - 1))
     with pytest.raises(CorruptFileError, match="too short for 5x8 blocks"):
-        cnn_ae.decode_latents(weights, short, q, h, w)
+        decode_latents(weights, short, q, h, w)
     try:  # random words decode to something or fail later, but not on the length bound
-        cnn_ae.decode_latents(weights, write_varint(0) + b"\xff" * (4 * words), q, h, w)
+        decode_latents(weights, write_varint(0) + b"\xff" * (4 * words), q, h, w)
     except CorruptFileError as exc:
         assert "too short" not in str(exc)
 
@@ -475,9 +489,9 @@ def test_every_encoded_stream_meets_the_length_bound(extreme):
     rng = np.random.default_rng(21)
     for q in (0, 1, 2, 3, 5):
         for name, y in latent_cases(rng, 4, 6).items():
-            payload = cnn_ae.encode_latents(weights, y, q)
+            payload = encode_latents(weights, y, q)
             n_words = len(split_payload(payload)[1]) // 4
-            assert not cnn_ae._stream_too_short(weights, q, 24, n_words), (q, name)
+            assert not weights.entropy.too_short(q, 24, n_words), (q, name)
 
 
 def test_encoder_refuses_latents_whose_stream_is_too_short(extreme):
@@ -485,12 +499,13 @@ def test_encoder_refuses_latents_whose_stream_is_too_short(extreme):
     stream would have no words, which the reader refuses for any grid, so it is never written."""
     _, _, weights = extreme
     k = laplace.MAX_SUPPORT  # quality index 1: every table spans -1023..1023
-    y = np.full((cnn_ae.LATENT, 2, 3), -k, np.int64)
-    y[cnn_ae.DC_CHANNELS] = cnn_ae.dc_from_residual(y[cnn_ae.DC_CHANNELS])  # DC residuals -K too
+    y = np.full((LATENT, 2, 3), -k, np.int64)
+    dc = list(cnn_ae.DC_CHANNELS)
+    y[dc] = dc_from_residual(y[dc])  # DC residuals -K too
     with pytest.raises(UnsupportedError, match="shorter than the format allows"):
-        cnn_ae.encode_latents(weights, y, 1)
+        encode_latents(weights, y, 1)
     with pytest.raises(CorruptFileError, match="too short"):
-        cnn_ae.decode_latents(weights, write_varint(0), 1, 2, 3)
+        decode_latents(weights, write_varint(0), 1, 2, 3)
 
 
 def test_rgba_alpha_is_checked_before_the_synthesis(ae_weights, monkeypatch):
@@ -511,10 +526,9 @@ def test_tables_are_deterministic(extreme, tmp_path):
     assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
     # Exporting the same model again gives the same integer tables.
     model, folder, weights = extreme
-    cnn_ae.save_weights(model, tmp_path / "again.npz", {"method": "cnn-ae", "architecture": {}})
+    cnn_ae.save_weights(model, tmp_path / "again.npz", "cnn-ae")
     again = cnn_ae.Weights(tmp_path / "again.npz")
-    assert np.array_equal(again.table_freq, weights.table_freq)
-    assert np.array_equal(again.table_offsets, weights.table_offsets)
+    assert all(np.array_equal(a, b) for a, b in zip(tables(again), tables(weights)))
 
 
 # ---------------------------------------------------------------- context model
@@ -558,8 +572,8 @@ def bins_from_spec(y: np.ndarray) -> list[np.ndarray]:
 def test_context_bins_follow_the_spec():
     rng = np.random.default_rng(7)
     for shape in [(1, 1), (1, 6), (4, 5)]:
-        y = sparse_latents(rng, (cnn_ae.LATENT, *shape))
-        for got, want in zip(cnn_ae.context_bins(y), bins_from_spec(y)):
+        y = sparse_latents(rng, (LATENT, *shape))
+        for got, want in zip(list(group_bins(cnn_ae.LAYOUT, y)), bins_from_spec(y)):
             assert np.array_equal(got, want)
 
 
@@ -572,9 +586,9 @@ def test_context_bins_torch_equal_numpy(device):
     seen = set()
     for shape in [(1, 1, 1), (1, 1, 13), (3, 7, 9), (2, 16, 11)]:
         n, h, w = shape
-        y = sparse_latents(rng, (n, cnn_ae.LATENT, h, w))
-        want = cnn_ae.context_bins(y)
-        got = cnn_ae.context_bins_torch(torch.from_numpy(y).to(device)).cpu().numpy()
+        y = sparse_latents(rng, (n, LATENT, h, w))
+        want = list(group_bins(cnn_ae.LAYOUT, y))
+        got = cnn_ae.build_model().entropy.channel_bins(torch.from_numpy(y).to(device)).cpu().numpy()
         assert got.shape == y.shape
         for g, group in enumerate(groups):
             assert np.array_equal(got[:, group], np.broadcast_to(want[g][:, None], got[:, group].shape)), (shape, g)
@@ -586,8 +600,8 @@ def test_dc_residual_inverts_and_follows_the_spec():
     rng = np.random.default_rng(9)
     for shape in [(3, 1, 1), (3, 1, 9), (3, 9, 1), (3, 5, 7), (4, 3, 6, 2)]:
         y = rng.integers(-10 ** 6, 10 ** 6, shape)
-        r = cnn_ae.dc_residual(y)
-        assert np.array_equal(cnn_ae.dc_from_residual(r), y)
+        r = dc_residual(y)
+        assert np.array_equal(dc_from_residual(r), y)
         h, w = shape[-2:]
         want = np.empty_like(y)
         for i in range(h):

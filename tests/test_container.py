@@ -12,7 +12,8 @@ import zstandard
 
 import dcomp
 from dcomp import registry
-from dcomp.container import Container, Header, parse, parse_header, read_varint, write_varint
+from dcomp.container import Container, Header, parse, parse_header
+from dcomp.varint import read_varint, write_varint
 from dcomp.errors import CorruptFileError, DcompError, UnknownMethodError, UnsupportedError
 
 from conftest import assert_one_error_line

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dcomp.container import read_varint, write_varint
+from dcomp.varint import read_varint, write_varint
 from dcomp.entropy import huffman, streams
 from dcomp.entropy.huffman import MAX_CODE_LENGTH, SYNC_INTERVAL, HuffmanStream
 from dcomp.errors import CorruptFileError

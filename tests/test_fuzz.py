@@ -29,7 +29,8 @@ import zstandard
 
 import dcomp
 from dcomp import container, registry
-from dcomp.container import Container, Header, write_varint
+from dcomp.container import Container, Header
+from dcomp.varint import write_varint
 from dcomp.errors import CorruptFileError, DcompError, LimitError
 from dcomp.limits import DEFAULT_MAX_PIXELS
 

@@ -423,7 +423,7 @@ def test_encoder_never_writes_a_predictive_payload_below_the_work_bound(monkeypa
     header = Header(1, codec.model_id(), 96, 64, "RGB")
     with pytest.raises(CorruptFileError, match="predictive payload too short for a 96x64 image"):
         codec.decode(header, [predictive])
-    monkeypatch.setattr(mlp, "_encode_filtered", lambda image, to_beat: bytes([mlp.MODE_FILTERED]) + bytes(10**6))
+    monkeypatch.setattr(mlp, "encode_filtered", lambda image, to_beat: bytes([mlp.MODE_FILTERED]) + bytes(10**6))
     payload, = codec.encode(flat)
     assert payload[0] == mlp.MODE_STORED
     assert np.array_equal(codec.decode(header, [payload]), flat)
@@ -442,7 +442,7 @@ def test_filtered_decoding_holds_two_images_at_most():
     assert payload[0] == mlp.MODE_FILTERED and payload[1] != 0
     tracemalloc.start()
     try:
-        out = mlp._decode_filtered(payload, image.shape)
+        out = mlp.decode_filtered(payload, image.shape)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

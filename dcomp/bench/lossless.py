@@ -10,7 +10,6 @@ and compared with the original.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import resource
 import shutil
@@ -25,7 +24,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from dcomp import container, registry
+from dcomp import api
 from dcomp.bench import runner, synthetic
 from dcomp.classical import available_codecs
 from dcomp.imageio import list_images, to_array
@@ -57,12 +56,9 @@ def mlp_through_cli(path: Path, work: Path) -> dict:
     return {"bytes": dcz.stat().st_size, "encode_s": enc, "decode_s": dec, "exact": exact}
 
 
-def mlp_linear_ablation(arr: np.ndarray, mode: str) -> int:
+def mlp_linear_ablation(arr: np.ndarray) -> int:
     """File size with a per-image least-squares linear predictor in place of the network."""
-    codec = registry.get("mlp")
-    sections = codec.encode(arr, None, "cpu", predictor="linear")
-    header = container.Header(codec.method_id, codec.model_id(), arr.shape[1], arr.shape[0], mode)
-    return len(container.Container(header, sections).to_bytes())
+    return len(api.compress_report(arr, "mlp", device="cpu", encoder_options={"predictor": "linear"}).data)
 
 
 def run_dataset(dataset: Path, limit: int | None, codec_names: list[str]) -> dict:
@@ -79,11 +75,11 @@ def run_dataset(dataset: Path, limit: int | None, codec_names: list[str]) -> dic
     with tempfile.TemporaryDirectory() as tmp:
         for i, path in enumerate(paths, 1):
             with Image.open(path) as im:
-                arr, mode = to_array(im)
+                arr, _ = to_array(im)
             subpixels = arr.size
             r = mlp_through_cli(path, Path(tmp))
             rows["mlp"].append({"image": path.name, "bpsp": r["bytes"] * 8 / subpixels, **r})
-            size = mlp_linear_ablation(arr, mode)
+            size = mlp_linear_ablation(arr)
             rows["mlp-linear (ablation)"].append({"image": path.name, "bpsp": size * 8 / subpixels})
             for point in runner.measure_image(path.name, arr, entries, "cpu", set()):
                 if "error" in point:

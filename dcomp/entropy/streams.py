@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import zstandard
 
-from dcomp.container import read_varint, write_varint
+from dcomp.varint import read_varint, write_varint
 from dcomp.entropy import huffman
 
 EMPTY, HUFFMAN, ZSTD, STORED = 0, 1, 2, 3

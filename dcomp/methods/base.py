@@ -9,10 +9,13 @@ from dcomp.container import Header
 
 
 class Codec(Protocol):
+    """Built by the registry as Class(name, method_id, weights_path): the registry is the one
+    place that names methods and numbers them."""
     name: str
     method_id: int
     lossless: bool
     qualities: range | None  # None for lossless methods
+    bitstream: str  # methods with the same bitstream decode each other's files
 
     def model_id(self) -> bytes:
         """4 bytes identifying the weights; decoding refuses files made with others."""

@@ -21,15 +21,16 @@ import numpy as np
 import zstandard
 
 from dcomp.blas import many_threads
-from dcomp.container import Header, read_varint, write_varint
+from dcomp.container import Header
+from dcomp.varint import read_varint, write_varint
 from dcomp.entropy import streams as symbol_streams
 from dcomp.errors import CorruptFileError, WeightsError
 from dcomp.methods import mlp_predictor as P
 from dcomp.methods import pixel_filters as F
+from dcomp.methods.planes import MODE_FILTERED, decode_filtered, encode_filtered
 
-MODE_STORED, MODE_FILTERED, MODE_PREDICTIVE = 0, 1, 2
+MODE_STORED, MODE_PREDICTIVE = 0, 2  # mode 1 is planes.MODE_FILTERED
 HEAD_TRAINED, HEAD_NETWORK_FIT, HEAD_LINEAR_FIT = 0, 1, 2
-BACKEND_ZSTD, BACKEND_XZ = 0, 1
 CHUNK = 1 << 16  # pixels per batch when the whole image is known (encoder): bounds memory
 FIT_SAMPLES = 20000
 COEFF_MAX = 1 << 20
@@ -306,13 +307,12 @@ def estimated_bits(symbols: np.ndarray, ctx: np.ndarray, k: int) -> float:
 # ---------------------------------------------------------------- compress
 
 class MlpCodec:
-    name = "mlp"
-    method_id = 1
     lossless = True
     qualities = None
+    bitstream = "mlp"
 
-    def __init__(self, weights: Path):
-        self.weights = Path(weights)
+    def __init__(self, name: str, method_id: int, weights: Path):
+        self.name, self.method_id, self.weights = name, method_id, Path(weights)
         self._predictor: Predictor | None = None
 
     @property
@@ -333,7 +333,7 @@ class MlpCodec:
         if _pays_for_its_work(predictive, image.shape):
             candidates.append(predictive)
         best = min(len(c) for c in candidates)
-        candidates.append(_encode_filtered(image, best))
+        candidates.append(encode_filtered(image, best))
         return [min(candidates, key=len)]
 
     def _encode_predictive(self, image: np.ndarray, predictor: str) -> bytes:
@@ -444,7 +444,7 @@ class MlpCodec:
                     raise ValueError("stored payload has the wrong size")
                 return np.frombuffer(data, dtype=np.uint8, offset=1).reshape(shape).copy()
             if mode == MODE_FILTERED:
-                return _decode_filtered(data, shape)
+                return decode_filtered(data, shape)
             if mode == MODE_PREDICTIVE:
                 return self._decode_predictive(data, shape)
             raise ValueError(f"unknown mode {mode}")
@@ -591,55 +591,3 @@ def _decode_border(packed: bytes, image: np.ndarray, layout: Layout) -> np.ndarr
         res[y0, :, :] = (part[:, :w].T.astype(np.int32) + 128) % 256 - 128
         res[y0 + 1:y0 + hb, 0, :] = (part[:, w:].T.astype(np.int32) + 128) % 256 - 128
     return res
-
-
-def _encode_filtered(image: np.ndarray, to_beat: int) -> bytes:
-    """Graphics mode: try the filters with fast zstd, then spend effort only if competitive."""
-    planes = np.moveaxis(F.colour_forward(image), 2, 0)
-    fast = zstandard.ZstdCompressor(level=3)
-    trials = {kind: F.filter_forward(planes, kind).tobytes() for kind in (F.NONE, F.LEFT, F.UP, F.GRADIENT)}
-    sizes = {kind: len(fast.compress(raw)) for kind, raw in trials.items()}
-    kind = min(sizes, key=sizes.get)
-    raw = trials[kind]
-    best = bytes([MODE_FILTERED, kind, BACKEND_ZSTD]) + fast.compress(raw)
-    # zstd 19 and LZMA gain 6-10% over fast zstd on filtered photographs: beyond 10% they
-    # cannot win, and trying them cost 1.3 s on two Kodak images (measured).
-    if sizes[kind] < 1.1 * to_beat:
-        for backend, blob in ((BACKEND_ZSTD, zstandard.ZstdCompressor(level=19).compress(raw)),
-                              (BACKEND_XZ, lzma.compress(raw, format=lzma.FORMAT_RAW,
-                                                         filters=[{"id": lzma.FILTER_LZMA2, "preset": 9}]))):
-            if len(blob) + 3 < len(best):
-                best = bytes([MODE_FILTERED, kind, backend]) + blob
-    return best
-
-
-def _decode_filtered(data: bytes, shape) -> np.ndarray:
-    h, w, c = shape
-    if len(data) < 3 or data[1] > F.GRADIENT or data[2] > BACKEND_XZ:
-        raise ValueError("bad filtered header")
-    n = h * w * c
-    if data[2] == BACKEND_ZSTD:
-        raw = symbol_streams.zstd_decompress(data[3:], n)
-    else:
-        dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9}])
-        raw = np.frombuffer(dec.decompress(data[3:], max_length=n), dtype=np.uint8).copy()  # writable
-        if not dec.eof or dec.unused_data or len(raw) != n:  # the stream must end exactly with the image
-            raise ValueError("filtered data does not match the image size")
-    # In place, then one interleaving copy: two image-sized buffers in all.
-    planes = raw.reshape(c, h, w)
-    F.filter_inverse_inplace(planes, data[1])
-    image = np.ascontiguousarray(np.moveaxis(planes, 0, 2))
-    F.colour_inverse_inplace(image)
-    return image
-
-
-def encode_plane_lossless(plane: np.ndarray) -> bytes:
-    """An (H, W, 1) uint8 plane (e.g. alpha of a lossy image), losslessly, without weights."""
-    return _encode_filtered(plane, 0)
-
-
-def decode_plane_lossless(data: bytes, shape) -> np.ndarray:
-    try:
-        return _decode_filtered(data, shape)
-    except (ValueError, zstandard.ZstdError, lzma.LZMAError) as exc:
-        raise CorruptFileError(f"corrupted lossless plane ({exc})") from None

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from dcomp.methods import cnn_ae as M
-from dcomp.train.data import center_crops, random_crops, split, to_tensor
-from dcomp.train.data import photos as load_photos
+from dcomp.train.data import prepare, random_crops, to_tensor
+from dcomp import weights as W
 from dcomp.weights import publish
 
 VAL_QUALITIES = (0, 3, 7)
@@ -48,10 +48,9 @@ def validate(model, val_images: list[np.ndarray]) -> dict:
             for img in val_images:
                 x = to_tensor(img[None])
                 qi = torch.tensor([q])
-                gain, inverse_gain = model.gains(qi)
-                y = torch.round(model.analysis(x) * gain)
-                b = M.latent_bits(model, y, y, qi).sum() / (x.shape[2] * x.shape[3])
-                x_hat = torch.clamp(model.synthesis(y * inverse_gain), 0, 1)
+                x_hat, bits = model(x, qi, rate_on="rounded")
+                b = bits.sum() / (x.shape[2] * x.shape[3])
+                x_hat = torch.clamp(x_hat, 0, 1)
                 mse = float(((torch.round(x_hat * 255) - x * 255) ** 2).mean())
                 bpp.append(float(b))
                 psnr.append(10 * math.log10(255 ** 2 / max(mse, 1e-10)))
@@ -66,7 +65,7 @@ def _param_groups(model, scale: float):
             groups["transform"].append(p)
         elif "gain" in name:
             groups["gain"].append(p)
-        elif name in ("log_scales", "mix_logit"):
+        elif name.startswith("entropy."):
             groups["entropy"].append(p)
         else:
             groups["residual"].append(p)
@@ -80,12 +79,9 @@ def train(data_dir: Path, out: Path, cifar_dir: Path | None = None, init: Path |
           resume: bool = False, threads: int = 2, method: str = "cnn-ae", log=print) -> dict:
     import torch
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed + int(time.time()) if resume else seed)
-    train_paths, val_paths = split(data_dir)
-    photos = load_photos(train_paths, log)
-    val_images = center_crops(val_paths, VAL_CROP)
+    data = prepare(data_dir, VAL_CROP, seed, resume, threads, log)
+    train_paths, val_paths, photos, val_images, rng = (data.train_paths, data.val_paths, data.photos,
+                                                       data.val_images, data.rng)
     cifar = _cifar(cifar_dir, log)
 
     model = M.build_model()
@@ -94,8 +90,7 @@ def train(data_dir: Path, out: Path, cifar_dir: Path | None = None, init: Path |
     start_step = 0
     source = out if resume and out.exists() else init
     if source is not None:
-        w = M.Weights(source)
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in w.params.items()})
+        model = M.build_model(W.load(source))
         log(f"starting from {source}")
         if resume and record_path.exists():
             record = json.loads(record_path.read_text())
@@ -124,7 +119,7 @@ def train(data_dir: Path, out: Path, cifar_dir: Path | None = None, init: Path |
                 imgs = random_crops(photos, batch, crop, rng)
             x = to_tensor(imgs)
             q = torch.from_numpy(rng.integers(0, M.QUALITIES, len(x)))
-            loss, bpp, mse = M.rate_distortion(model, x, q)
+            loss, bpp, mse = M.rd_loss(x, *model(x, q), q)
             loss = loss.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -158,5 +153,5 @@ def train(data_dir: Path, out: Path, cifar_dir: Path | None = None, init: Path |
 
 
 def _save(model, out: Path, record: dict, method: str) -> dict:
-    publish(out, lambda path: M.save_weights(model, path, {"method": method, "architecture": {}}), record)
+    publish(out, lambda path: M.save_weights(model, path, method), record)
     return record

@@ -1,6 +1,8 @@
 """Training images shared by the trainers: the hold-out split, photo crops, tensors."""
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +64,24 @@ def to_tensor(batch: np.ndarray):
     """(N, H, W, 3) uint8 to a (N, 3, H, W) float tensor in 0..1."""
     import torch
     return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+@dataclass
+class TrainingSet:
+    train_paths: list[Path]
+    val_paths: list[Path]
+    photos: list[np.ndarray]  # to draw training crops from
+    val_images: list[np.ndarray]  # central crops of the held-out photos
+    rng: np.random.Generator
+
+
+def prepare(data_dir: Path, val_crop: int, seed: int, resume: bool, threads: int, log) -> TrainingSet:
+    """What every lossy trainer starts with: torch threads and seed, the split, the photos."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    # A resumed run must not replay the crops of the first one.
+    rng = np.random.default_rng(seed + int(time.time()) if resume else seed)
+    train_paths, val_paths = split(data_dir)
+    return TrainingSet(train_paths, val_paths, photos(train_paths, log), center_crops(val_paths, val_crop), rng)

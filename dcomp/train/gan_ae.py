@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from dcomp import weights as W
 from dcomp import metrics, perceptual
 from dcomp.methods import cnn_ae as M
-from dcomp.train.data import center_crops, random_crops, split, to_tensor
-from dcomp.train.data import photos as load_photos
+from dcomp.train.data import prepare, random_crops, to_tensor
 from dcomp.weights import companions, publish
 
 LOSSES = {"gan-ae": "wgan-gp", "gan-ae-dc": "dcgan"}
-DECODER_PREFIXES = ("synthesis_residuals.", "block_synthesis.", "post_in.", "post_out.", "log_inverse_gain")
+DECODER_PREFIXES = ("synthesis_residuals.", "block_synthesis.", "post.", "gains.log_inverse_gain")
 VAL_QUALITIES = (0, 1, 3)  # the two lowest, where a GAN decoder matters most, and a middle one
 PERCEPTUAL_QUALITIES = (0, 1)
 VAL_CROP = 256
@@ -132,16 +132,9 @@ def _steer(beta: float, drop: float, max_drop: float) -> float:
 
 
 def save_decoder(net, path: Path, meta: dict) -> None:
-    """The decoder's float parameters and what it decodes (no critic, no encoder), as .npz."""
-    state = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in net.state_dict().items()
-             if is_decoder_parameter(k)}
-    np.savez_compressed(path, **{"param/" + k: v for k, v in state.items()},
-                        meta=np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8))
-
-
-def load_decoder_params(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")}
+    """The decoder's float parameters and what it decodes (no critic, no encoder)."""
+    W.write_npz(path, {k: v.detach().cpu().numpy().astype(np.float32) for k, v in net.state_dict().items()
+                       if is_decoder_parameter(k)}, {}, meta)
 
 
 def critic_path(out: Path) -> Path:
@@ -155,22 +148,20 @@ def train(data_dir: Path, out: Path, method: str, init: Path, steps: int = 10000
     import torch
 
     loss_kind = LOSSES[method]
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed + int(time.time()) if resume else seed)
-    train_paths, val_paths = split(data_dir)
-    photos = load_photos(train_paths, log)
-    val_images = center_crops(val_paths, VAL_CROP)
+    data = prepare(data_dir, VAL_CROP, seed, resume, threads, log)
+    train_paths, val_paths, photos, val_images, rng = (data.train_paths, data.val_paths, data.photos,
+                                                       data.val_images, data.rng)
 
     base_weights = M.Weights(init)
     base = base_weights.net("cpu")  # frozen: the encoder, and the reference decoder of validation
-    net = M.build_model(**base_weights.meta.get("architecture", {}))
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in base_weights.params.items()})
+    net = M.build_model(base_weights.file)
     critic = build_critic()
     record = {"method": method, "loss": loss_kind, "curve": [], "runs": []}
     start_step = 0
     if resume and out.exists():
-        net.load_state_dict({k: torch.from_numpy(v) for k, v in load_decoder_params(out).items()}, strict=False)
+        state = net.state_dict()
+        state.update({M.current_name(k): torch.from_numpy(v) for k, v in W.load(out).params.items()})
+        net.load_state_dict(state)
         if critic_path(out).exists():
             critic.load_state_dict({k: torch.from_numpy(v) for k, v in np.load(critic_path(out)).items()})
         record = json.loads(companions(out)[2].read_text())
@@ -188,8 +179,7 @@ def train(data_dir: Path, out: Path, method: str, init: Path, steps: int = 10000
     lambdas = torch.tensor(M.LAMBDAS)
 
     meta = {"method": method, "loss": loss_kind, "base_method": "cnn-ae-ft",
-            "bitstream_model_id": base_weights.model_id.hex(),
-            "architecture": base_weights.meta.get("architecture", {})}
+            "bitstream_model_id": base_weights.model_id.hex()}
 
     def save() -> None:
         publish(out, lambda path: save_decoder(net, path, meta), record)
