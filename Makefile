@@ -4,7 +4,7 @@ PIP     := .venv/bin/pip
 DATA    ?= ../shared/data
 KODAK   ?= $(DATA)/kodak
 
-.PHONY: install test test-slow fuzz bench-lossless bench-memory bench-lossy-kodak bench-lossy-cifar10 bench-memory-lossy train-mlp train-cnn-ae train-cnn-ae-ft train-gan-ae train-gan-ae-dc clean
+.PHONY: install test test-slow fuzz bench-lossless bench-memory bench-lossy-kodak bench-lossy-cifar10 bench-memory-lossy bench-gan-kodak bench-gan-cifar10 train-mlp train-cnn-ae train-cnn-ae-ft train-gan-ae train-gan-ae-dc clean
 
 # torch first, pinned to the CPU build on disk: letting pip resolve torch would pull CUDA wheels.
 install:
@@ -40,6 +40,19 @@ bench-lossy-kodak:
 bench-lossy-cifar10:
 	.venv/bin/dcomp bench --dataset cifar10 --data-dir $(DATA)/cifar10-subset --methods cnn-ae,cnn-ae-ft \
 		--codecs jpeg,jpeg2000,webp,avif --out results/bench-cifar10-lossy
+
+# The GAN decoders against cnn-ae-ft at the same bits: the two lowest qualities on Kodak (with
+# side-by-side sheets against JPEG and WebP), every quality on CIFAR-10; then image by image.
+bench-gan-kodak:
+	.venv/bin/dcomp bench --dataset $(KODAK) --methods cnn-ae-ft,gan-ae,gan-ae-dc --qualities 1,2 \
+		--codecs jpeg,webp --save-crops results/bench-kodak-gan/crops --crop-bpp 0.14 --jobs 2 \
+		--out results/bench-kodak-gan --force
+	$(PY) -m dcomp.bench.compare results/bench-kodak-gan --json results/bench-kodak-gan/compare.json
+
+bench-gan-cifar10:
+	.venv/bin/dcomp bench --dataset cifar10 --data-dir $(DATA)/cifar10-subset --methods cnn-ae-ft,gan-ae,gan-ae-dc \
+		--codecs webp --jobs 2 --out results/bench-cifar10-gan --force
+	$(PY) -m dcomp.bench.compare results/bench-cifar10-gan --json results/bench-cifar10-gan/compare.json
 
 # 4000x3000 lossy round trip through the CLI (tiled transforms), peak memory of each step.
 bench-memory-lossy:

@@ -32,7 +32,12 @@ app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True, context_
                        "  dcomp decompress photo.dcz -o restored.png\n"
                        "  dcomp info photo.dcz")
 train_app = typer.Typer(rich_markup_mode=None, help="Train a method's weights.\n\nWritten to trained/ unless --out says "
-                                                    "otherwise; an existing file is replaced only with --force.",
+                                                    "otherwise; an existing file is replaced only with --force.\n\n"
+                                                    "\b\nExamples:\n"
+                                                    "  dcomp train mlp --data ../shared/data/photos-train\n"
+                                                    "  dcomp train gan-ae --data ../shared/data/photos-train "
+                                                    "--minutes 30\n"
+                                                    "  DCOMP_WEIGHTS_DIR=trained dcomp methods   # use them",
                         no_args_is_help=True, context_settings=CONTEXT)
 app.add_typer(train_app, name="train")
 err = Console(stderr=True)
@@ -605,9 +610,10 @@ def _gan_command(method: str, loss: str):
         minutes: float = typer.Option(60.0, "--minutes", help="...or after this many minutes."),
         crop: int = typer.Option(128, "--crop", help="Side of the random photo crops."),
         batch: int = typer.Option(8, "--batch", help="Photo crops per step."),
-        max_psnr_drop: float = typer.Option(1.0, "--max-psnr-drop",
+        max_psnr_drop: float = typer.Option(0.75, "--max-psnr-drop",
                                             help="PSNR (dB) the decoder may give up against cnn-ae-ft on held-out "
-                                                 "photos; the adversarial weight is steered to stay within it."),
+                                                 "photos at each quality; the adversarial weights are steered to "
+                                                 "stay within it."),
         resume: bool = _flag("--resume", help="Continue from --out and its critic, extending the curve."),
         force: bool = _flag("--force", help="Replace an existing --out (and its .sha256 and .train.json)."),
         seed: int = typer.Option(0, "--seed"),

@@ -303,3 +303,19 @@ def test_cli_bench_help_is_not_cut(columns: str, run_cli) -> None:
     words = text.replace("│", " ").replace(",", " ").split()
     assert set(CODECS) <= set(words)  # every codec name whole, however the lines wrap
     assert "--dataset path/to/folder --methods mlp" in text and "--codecs png,webp-lossless --jobs 2" in text
+
+
+def test_compare_pairs_each_image_with_the_base_at_the_same_setting():
+    from dcomp.bench.compare import compare, markdown
+
+    def point(codec, setting, image, psnr, swd, haarpsi):
+        return {"codec": codec, "setting": setting, "image": image, "bpp": 0.5, "psnr": psnr,
+                "swd_patches": swd, "haarpsi": haarpsi}
+
+    points = [point("base", 1, "a", 30.0, 2.0, 0.9), point("gan", 1, "a", 29.0, 1.5, 0.8),
+              point("base", 1, "b", 31.0, 2.0, 0.9), point("gan", 1, "b", 30.5, 2.5, 0.95),
+              point("gan", 2, "a", 33.0, 1.0, 0.9), {"codec": "gan", "setting": 1, "image": "c", "error": "x"}]
+    [row] = compare(points, "base", ["gan"])  # setting 2 has no base point: no row
+    assert (row["images"], row["swd_better"], row["haarpsi_better"]) == (2, 1, 1)
+    assert row["psnr_drop_mean"] == pytest.approx(0.75) and row["psnr_drop_max"] == pytest.approx(1.0)
+    assert "1 of 2" in markdown([row], "base")

@@ -91,11 +91,11 @@ def mlp_sources() -> dict[str, bytes]:
 
 
 def lossy_sources() -> dict[str, bytes]:
-    """Both lossy methods (where their weights are installed), L/RGB/RGBA, lowest and highest
+    """Every lossy method (where its weights are installed), L/RGB/RGBA, lowest and highest
     quality. cnn-ae-ft's latent refinement is skipped: it only changes which latents the
     encoder picks, not the format, and it took 2 s a file here."""
     out = {}
-    for method in ("cnn-ae", "cnn-ae-ft"):
+    for method in [m for m in registry.names() if not registry.get(m).lossless]:
         if not (registry.weights_dir() / registry.METHODS[method][3]).is_file():
             continue
         codec = registry.get(method)
