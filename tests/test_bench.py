@@ -310,7 +310,7 @@ def test_compare_pairs_each_image_with_the_base_at_the_same_setting():
 
     def point(codec, setting, image, psnr, swd, haarpsi):
         return {"codec": codec, "setting": setting, "image": image, "bpp": 0.5, "psnr": psnr,
-                "swd_patches": swd, "haarpsi": haarpsi}
+                "swd_patches": swd, "haarpsi": haarpsi, "decode_s": 0.2}
 
     points = [point("base", 1, "a", 30.0, 2.0, 0.9), point("gan", 1, "a", 29.0, 1.5, 0.8),
               point("base", 1, "b", 31.0, 2.0, 0.9), point("gan", 1, "b", 30.5, 2.5, 0.95),

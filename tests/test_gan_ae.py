@@ -16,7 +16,7 @@ from dcomp import weights as W
 from dcomp.errors import UnsupportedError, WeightsError
 from dcomp.train import gan_ae as T
 
-from conftest import FIXTURES, assert_one_error_line, load_fixture
+from conftest import assert_one_error_line, load_fixture
 
 PHOTO = load_fixture("kodim03_64x48.png")
 GAN_METHODS = ("gan-ae", "gan-ae-dc")
@@ -80,8 +80,7 @@ def test_a_decoder_of_other_bits_is_refused(weights_copy):
 def test_decoder_weights_hold_only_the_decoder(weights_copy):
     for method in GAN_METHODS:
         file = W.load(weights_copy / f"{method}.npz")
-        assert file.params and all(T.is_decoder_parameter(k) or k.startswith(("post_", "log_inverse"))
-                                   for k in file.params)
+        assert file.params and all(T.is_decoder_parameter(k) for k in file.params)
         assert file.meta["bitstream_model_id"] == W.load(weights_copy / "cnn-ae-ft.npz").model_id.hex()
     assert not list(weights_copy.glob("*critic*"))  # and decoding above needed no critic
 
@@ -117,20 +116,3 @@ def test_cli_decoder_option(weights_copy, run_cli, tmp_path):
     assert b'"decoder": "gan-ae-dc"' in proc.stdout
     line = assert_one_error_line(run_cli("decompress", "a.dcz", "--decoder", "nosuch", env=env), 2)
     assert "nosuch" in line
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("method", GAN_METHODS)
-def test_two_training_steps(tmp_path, method):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for f in FIXTURES.glob("*.png"):
-        shutil.copy(f, photos / f.name)
-    out = tmp_path / f"{method}.npz"
-    record = T.train(photos, out, method, registry.weights_dir() / "cnn-ae-ft.npz", steps=2, crop=32, batch=2,
-                     val_every=1)
-    assert [p["step"] for p in record["curve"]] == [0, 1, 2]
-    assert "critic_loss" in record["curve"][-1] and T.critic_path(out).exists()
-    again = T.train(photos, out, method, registry.weights_dir() / "cnn-ae-ft.npz", steps=1, crop=32, batch=2,
-                    val_every=1, resume=True)
-    assert again["curve"][-1]["step"] == 3

@@ -4,7 +4,8 @@
 
 For each method and setting (quality), against the base at the same setting (hence the same
 file size): the mean PSNR difference, the worst one, and on how many images the texture
-statistic (SWD of patches, lower is closer) and HaarPSI are better than the base's. Reads the
+statistic (SWD of patches, lower is closer) and HaarPSI are better than the base's, and the
+ratio of decoding times. Reads the
 run's points.jsonl; prints a Markdown table and writes it as JSON with --json.
 """
 from __future__ import annotations
@@ -35,18 +36,20 @@ def compare(points: list[dict], base: str, methods: list[str]) -> list[dict]:
                 "haarpsi_better": sum(p["haarpsi"] > ref["haarpsi"] for p, ref in pairs),
                 "swd_mean": sum(p["swd_patches"] for p, _ in pairs) / len(pairs),
                 "swd_base_mean": sum(ref["swd_patches"] for _, ref in pairs) / len(pairs),
+                "decode_time_ratio": sum(p["decode_s"] for p, _ in pairs) / sum(ref["decode_s"] for _, ref in pairs),
             })
     return rows
 
 
 def markdown(rows: list[dict], base: str) -> str:
     lines = [f"| method | quality | images | bpp (= {base}) | PSNR drop mean / max (dB) | SWD mean ({base}) "
-             f"| images with lower SWD | images with higher HaarPSI |", "|---|---|---|---|---|---|---|---|"]
+             f"| images with lower SWD | images with higher HaarPSI | decode time / {base}'s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['setting']} | {r['images']} | {r['bpp']:.3f} ({r['bpp_base']:.3f}) "
                      f"| {r['psnr_drop_mean']:.2f} / {r['psnr_drop_max']:.2f} "
                      f"| {r['swd_mean']:.3f} ({r['swd_base_mean']:.3f}) | {r['swd_better']} of {r['images']} "
-                     f"| {r['haarpsi_better']} of {r['images']} |")
+                     f"| {r['haarpsi_better']} of {r['images']} | {r['decode_time_ratio']:.2f} |")
     return "\n".join(lines)
 
 

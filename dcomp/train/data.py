@@ -36,13 +36,15 @@ def photos(paths: list[Path], log) -> list[np.ndarray]:
     return out
 
 
-def center_crops(paths: list[Path], size: int) -> list[np.ndarray]:
-    """The central size x size crop of each image (the whole side where it is smaller)."""
+def center_crops(paths: list[Path], size: int, multiple: int = 8) -> list[np.ndarray]:
+    """The central size x size crop of each image (where a side is shorter, as much of it as
+    is a whole number of `multiple`s: the transforms work on whole blocks)."""
     out = []
     for p in paths:
         a = load_rgb(p)
-        y0, x0 = max((a.shape[0] - size) // 2, 0), max((a.shape[1] - size) // 2, 0)
-        out.append(a[y0:y0 + size, x0:x0 + size])
+        h, w = (min(size, n) // multiple * multiple for n in a.shape[:2])
+        y0, x0 = (a.shape[0] - h) // 2, (a.shape[1] - w) // 2
+        out.append(a[y0:y0 + h, x0:x0 + w])
     return out
 
 
