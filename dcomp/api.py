@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from dcomp import container, registry
-from dcomp.errors import CorruptFileError, LimitError, UnsupportedError, WeightsError
+from dcomp.errors import CorruptFileError, UnsupportedError, WeightsError
 from dcomp.imageio import to_array
-from dcomp.limits import DEFAULT_MAX_PIXELS
+from dcomp.limits import DEFAULT_MAX_PIXELS, check_pixels
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def compress_report(image, method: str = "mlp", quality: int | None = None, devi
 
     encoder_options: passed to the method's encoder (e.g. mlp's predictor="linear" ablation)."""
     codec = registry.get(method)
-    _check_pixel_limit(*_width_height(image), max_pixels)
+    check_pixels(*_width_height(image), max_pixels)
     arr, mode = to_array(image)
     if target_bpp is not None or target_psnr is not None:
         if codec.qualities is None:
@@ -100,6 +100,15 @@ def _compress_to_target(arr: np.ndarray, method: str, qualities: list[int], devi
     return Compressed(files[qualities[lo]], qualities[lo], None if target_psnr is None else measured[qualities[lo]])
 
 
+@dataclass(frozen=True)
+class Decompressed:
+    """A decoded image and what made it."""
+    image: np.ndarray
+    method: str  # the method that wrote the file
+    decoder: str  # the method that decoded it
+    quality: int | None  # None for lossless methods
+
+
 def decompress(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
                decoder: str | None = None) -> np.ndarray:
     """Decode .dcz bytes to a uint8 array shaped like np.asarray() of the original image.
@@ -107,10 +116,16 @@ def decompress(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_
     A header declaring more than `max_pixels` pixels is refused before anything is allocated.
     `decoder` names another method to decode with instead of the one the file prefers; it must
     read the same bitstream (e.g. gan-ae for a cnn-ae-ft file, and the reverse)."""
+    return decompress_report(data, device, max_pixels, decoder).image
+
+
+def decompress_report(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
+                      decoder: str | None = None) -> Decompressed:
+    """decompress(), also naming the file's method, the decoder used and the quality."""
     parsed = container.parse(data)
     header = parsed.header
-    _check_pixel_limit(header.width, header.height, max_pixels)
-    codec = registry.by_id(header.method_id)
+    check_pixels(header.width, header.height, max_pixels)
+    codec = made_by = registry.by_id(header.method_id)
     if decoder is not None:
         chosen = registry.get(decoder)
         if chosen.bitstream != codec.bitstream:
@@ -124,7 +139,8 @@ def decompress(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_
     image = codec.decode(header, parsed.sections, device)
     if image.shape != (header.height, header.width, header.channels):
         raise CorruptFileError("decoded image does not match the header")
-    return image[:, :, 0] if header.channels == 1 else image
+    return Decompressed(image[:, :, 0] if header.channels == 1 else image, made_by.name, codec.name,
+                        header.quality or None)
 
 
 def _width_height(image) -> tuple[int, int]:
@@ -134,12 +150,6 @@ def _width_height(image) -> tuple[int, int]:
         return (image.shape[1], image.shape[0]) if image.ndim >= 2 else (0, 0)
     size = getattr(image, "size", None)  # PIL: (width, height)
     return size if isinstance(size, tuple) else (0, 0)
-
-
-def _check_pixel_limit(width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise LimitError(f"image of {width}x{height} pixels is over the limit of {max_pixels} pixels "
-                         "(raise it with --max-pixels)")
 
 
 def info(data: bytes) -> dict:

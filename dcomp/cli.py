@@ -276,14 +276,13 @@ def decompress(
         _fail(str(exc), EXIT_USAGE)
 
     def work(data: bytes, name: str, target: str):
-        fields = api.info(data)
-        arr, mode = to_array(api.decompress(data, device, max_pixels=max_pixels, decoder=decoder))
+        result = api.decompress_report(data, device, max_pixels=max_pixels, decoder=decoder)
+        arr, mode = to_array(result.image)
         image = encode_image(arr, Path(target).suffix if target != STDIO else ".png")
-        used = decoder or fields["method"]
-        record = {"method": fields["method"], "decoder": used, "quality": fields["quality"], "width": arr.shape[1],
-                  "height": arr.shape[0], "mode": mode, "bytes": len(image)}
-        line = f"{name} -> {target}: {arr.shape[1]}x{arr.shape[0]} {mode}, {fields['method']}" \
-               + _quality_text(fields["quality"], None) + (f", decoded by {decoder}" if decoder else "")
+        record = {"method": result.method, "decoder": result.decoder, "quality": result.quality,
+                  "width": arr.shape[1], "height": arr.shape[0], "mode": mode, "bytes": len(image)}
+        line = f"{name} -> {target}: {arr.shape[1]}x{arr.shape[0]} {mode}, {result.method}" \
+               + _quality_text(result.quality, None) + (f", decoded by {decoder}" if decoder else "")
         return image, record, line
 
     try:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dcomp.errors import LimitError, UnsupportedError
-from dcomp.limits import DEFAULT_MAX_PIXELS
+from dcomp.errors import UnsupportedError
+from dcomp.limits import DEFAULT_MAX_PIXELS, check_pixels
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".gif",
                   ".avif"}
@@ -70,7 +70,7 @@ def read_image(data: bytes, name: str = "input", max_pixels: int = DEFAULT_MAX_P
         # twice its own limit): it runs on the declared size, before the pixels are allocated.
         Image.MAX_IMAGE_PIXELS = None
         image = Image.open(io.BytesIO(data))
-        _check_pixels(image.size, name, max_pixels)
+        check_pixels(*image.size, max_pixels, name)
         image.load()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         reason = "unknown format" if isinstance(exc, UnidentifiedImageError) else str(exc)
@@ -90,12 +90,6 @@ def read_image(data: bytes, name: str = "input", max_pixels: int = DEFAULT_MAX_P
     if dropped:
         notes.append(f"{name}: warning: .dcz stores pixels only; dropped {', '.join(dropped)}")
     return LoadedImage(image, notes)
-
-
-def _check_pixels(size: tuple[int, int], name: str, max_pixels: int) -> None:
-    if size[0] * size[1] > max_pixels:
-        raise LimitError(f"{name}: image of {size[0]}x{size[1]} pixels is over the limit of {max_pixels} pixels "
-                         "(raise it with --max-pixels)")
 
 
 # EXIF orientation tag values and what applying them does, for the note.
