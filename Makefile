@@ -4,7 +4,7 @@ PIP     := .venv/bin/pip
 DATA    ?= ../shared/data
 KODAK   ?= $(DATA)/kodak
 
-.PHONY: install test test-slow fuzz bench-lossless bench-memory bench-lossy-kodak bench-lossy-cifar10 bench-memory-lossy bench-gan-kodak bench-gan-cifar10 train-mlp train-cnn-ae train-cnn-ae-ft train-gan-ae train-gan-ae-dc clean
+.PHONY: install test test-slow fuzz bench-lossless bench-memory bench-lossy-kodak bench-lossy-cifar10 bench-memory-lossy bench-gan-kodak bench-gan-cifar10 train-mlp train-cnn-ae train-cnn-ae-ft train-gan-ae train-gan-ae-dc bench-rnn-kodak bench-rnn-cifar10 bench-memory-rnn train-cnn-rnn-ae clean
 
 # torch first, pinned to the CPU build on disk: letting pip resolve torch would pull CUDA wheels.
 install:
@@ -54,6 +54,19 @@ bench-gan-cifar10:
 		--codecs webp --jobs 2 --out results/bench-cifar10-gan --force
 	$(PY) -m dcomp.bench.compare results/bench-cifar10-gan --json results/bench-cifar10-gan/compare.json
 
+# cnn-rnn-ae, all 16 iterations, against cnn-ae-ft and the classical codecs (BD-rates on PSNR
+# and MS-SSIM; per-quality encode and decode times), then a 4000x3000 photo at 16 iterations.
+bench-rnn-kodak:
+	.venv/bin/dcomp bench --dataset $(KODAK) --methods cnn-rnn-ae,cnn-ae-ft --codecs jpeg,jpeg2000,webp,avif \
+		--out results/bench-kodak-rnn --force
+
+bench-rnn-cifar10:
+	.venv/bin/dcomp bench --dataset cifar10 --data-dir $(DATA)/cifar10-subset --methods cnn-rnn-ae,cnn-ae-ft \
+		--codecs jpeg,webp --jobs 2 --out results/bench-cifar10-rnn --force
+
+bench-memory-rnn:
+	$(PY) -m dcomp.bench.memory --photo $(DATA)/photos-train/001.png -m cnn-rnn-ae -q 16 --json results/memory-rnn.json
+
 # 4000x3000 lossy round trip through the CLI (tiled transforms), peak memory of each step.
 bench-memory-lossy:
 	$(PY) -m dcomp.bench.memory --photo $(DATA)/photos-train/001.png -m cnn-ae-ft -q 4 --json results/memory-lossy.json
@@ -71,6 +84,11 @@ train-cnn-ae-ft:
 		--out weights/cnn-ae-ft.npz --force
 
 # The GAN decoders, fine-tuned from the committed cnn-ae-ft (rerun both when it changes).
+# Schedule and binary priors from cnn-ae-ft, then the recurrent decoder (--resume continues it).
+train-cnn-rnn-ae:
+	.venv/bin/dcomp train cnn-rnn-ae --data $(DATA)/photos-train --extra $(DATA)/photos-train-extra \
+		--init weights/cnn-ae-ft.npz --minutes 55 --out weights/cnn-rnn-ae.npz --force
+
 train-gan-ae:
 	.venv/bin/dcomp train gan-ae --data $(DATA)/photos-train --init weights/cnn-ae-ft.npz --minutes 45 \
 		--out weights/gan-ae.npz --force

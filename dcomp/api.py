@@ -59,7 +59,10 @@ def compress_report(image, method: str = "mlp", quality: int | None = None, devi
         quality = default_quality(method)
     elif quality not in codec.qualities:
         raise UnsupportedError(f"method {method} needs a quality in {codec.qualities.start}..{codec.qualities.stop - 1}")
-    header = container.Header(codec.method_id, codec.model_id(), arr.shape[1], arr.shape[0], mode, quality)
+    # A progressive file's quality is the number of iteration sections it holds, so its header
+    # says 0: a file cut after any iteration is then a prefix of the original, byte for byte.
+    header = container.Header(codec.method_id, codec.model_id(), arr.shape[1], arr.shape[0], mode,
+                              0 if _progressive(codec) else quality)
     header.to_bytes()  # validates the geometry before any work is done
     sections = codec.encode(arr, quality or None, device, **(encoder_options or {}))
     return Compressed(container.Container(header, sections).to_bytes(), quality or None)
@@ -109,18 +112,23 @@ class Decompressed:
     quality: int | None  # None for lossless methods
 
 
+def _progressive(codec) -> bool:
+    return getattr(codec, "progressive", False)
+
+
 def decompress(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
-               decoder: str | None = None) -> np.ndarray:
+               decoder: str | None = None, iterations: int | None = None) -> np.ndarray:
     """Decode .dcz bytes to a uint8 array shaped like np.asarray() of the original image.
 
     A header declaring more than `max_pixels` pixels is refused before anything is allocated.
     `decoder` names another method to decode with instead of the one the file prefers; it must
-    read the same bitstream (e.g. gan-ae for a cnn-ae-ft file, and the reverse)."""
-    return decompress_report(data, device, max_pixels, decoder).image
+    read the same bitstream (e.g. gan-ae for a cnn-ae-ft file, and the reverse).
+    `iterations`: of a progressive file (cnn-rnn-ae), decode only the first that many."""
+    return decompress_report(data, device, max_pixels, decoder, iterations).image
 
 
 def decompress_report(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
-                      decoder: str | None = None) -> Decompressed:
+                      decoder: str | None = None, iterations: int | None = None) -> Decompressed:
     """decompress(), also naming the file's method, the decoder used and the quality."""
     parsed = container.parse(data)
     header = parsed.header
@@ -136,11 +144,46 @@ def decompress_report(data: bytes, device: str = "auto", max_pixels: int = DEFAU
     if codec.model_id() != header.model_id:
         raise WeightsError(f"file was made with other {codec.name} weights (model id {header.model_id.hex()}, "
                            f"installed {codec.model_id().hex()})")
-    image = codec.decode(header, parsed.sections, device)
+    quality = header.quality or None
+    if _progressive(codec):
+        available = len(codec.iteration_sections(header, parsed.sections))
+        quality = available if iterations is None else min(iterations, available)
+        image = codec.decode(header, parsed.sections, device, iterations=iterations)
+    elif iterations is not None:
+        raise UnsupportedError(f"--iterations: {codec.name} files are not progressive")
+    else:
+        image = codec.decode(header, parsed.sections, device)
     if image.shape != (header.height, header.width, header.channels):
         raise CorruptFileError("decoded image does not match the header")
-    return Decompressed(image[:, :, 0] if header.channels == 1 else image, made_by.name, codec.name,
-                        header.quality or None)
+    return Decompressed(image[:, :, 0] if header.channels == 1 else image, made_by.name, codec.name, quality)
+
+
+def truncate(data: bytes, iterations: int | None = None, max_bytes: int | None = None) -> bytes:
+    """The first `iterations` iterations of a progressive file, or the most that fit in
+    `max_bytes` bytes, without decoding: a prefix of the file, itself a valid file."""
+    if (iterations is None) == (max_bytes is None):
+        raise UnsupportedError("truncate needs an iteration count or a byte budget (one of them)")
+    parsed = container.parse(data)
+    header = parsed.header
+    codec = registry.by_id(header.method_id)
+    if not _progressive(codec):
+        raise UnsupportedError(f"{codec.name} files are not progressive: only cnn-rnn-ae files can be cut")
+    steps = codec.iteration_sections(header, parsed.sections)
+    fixed = len(parsed.sections) - len(steps)  # sections before the iterations (alpha)
+    if iterations is not None:
+        if not 1 <= iterations <= len(steps):
+            raise UnsupportedError(f"--iterations {iterations}: the file has 1..{len(steps)}")
+        return container.Container(header, parsed.sections[:fixed + iterations]).to_bytes()
+    best = None
+    for k in range(1, len(steps) + 1):
+        cut = container.Container(header, parsed.sections[:fixed + k]).to_bytes()
+        if len(cut) > max_bytes:
+            break
+        best = cut
+    if best is None:
+        need = len(container.Container(header, parsed.sections[:fixed + 1]).to_bytes())
+        raise UnsupportedError(f"--bytes {max_bytes}: the first iteration alone takes {need} bytes")
+    return best
 
 
 def _width_height(image) -> tuple[int, int]:
@@ -158,7 +201,7 @@ def info(data: bytes) -> dict:
     h = parsed.header
     method = next((n for n, m in registry.METHODS.items() if m[0] == h.method_id), f"unknown ({h.method_id})")
     header_bytes = len(h.to_bytes())
-    return {
+    fields = {
         "method": method, "method_id": h.method_id, "model_id": h.model_id.hex(),
         "width": h.width, "height": h.height, "mode": h.mode, "bit_depth": h.bit_depth,
         "quality": h.quality or None, "file_bytes": len(data), "header_bytes": header_bytes,
@@ -166,3 +209,10 @@ def info(data: bytes) -> dict:
         "bits_per_pixel": round(len(data) * 8 / (h.width * h.height), 4),
         "bits_per_subpixel": round(len(data) * 8 / (h.width * h.height * h.channels), 4),
     }
+    codec = registry.by_id(h.method_id) if method in registry.METHODS else None
+    if codec is not None and _progressive(codec):
+        steps = codec.iteration_sections(h, parsed.sections)
+        fields["quality"] = fields["iterations"] = len(steps)
+        # What each iteration adds to the file: its payload with its length and CRC.
+        fields["iteration_bytes"] = [len(container.Container(h, [s]).to_bytes()) - header_bytes for s in steps]
+    return fields

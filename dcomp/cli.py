@@ -164,11 +164,12 @@ def compress(
                                        help="Images to compress (PNG, JPEG, WebP, AVIF, TIFF, BMP, GIF, PPM); "
                                             "'-' reads standard input."),
     method: str = typer.Option("mlp", "-m", "--method", metavar="METHOD",
-                               help="mlp (lossless); cnn-ae, cnn-ae-ft, gan-ae or gan-ae-dc (lossy); see "
-                                    "`dcomp methods`."),
+                               help="mlp (lossless); cnn-ae, cnn-ae-ft, gan-ae or gan-ae-dc (lossy); cnn-rnn-ae "
+                                    "(lossy, progressive); see `dcomp methods`."),
     quality: Optional[int] = typer.Option(None, "-q", "--quality", metavar="1..8", show_default=False,
                                           help="Lossy quality: 1 smallest file (≈0.15 bpp) .. 8 best "
-                                               "(≈1.5 bpp); default 4. Lossless methods take none."),
+                                               "(≈1.5 bpp); default 4. cnn-rnn-ae: 1..16 iterations, default "
+                                               "8. Lossless methods take none."),
     bpp: Optional[float] = typer.Option(None, "--bpp", metavar="BITS", show_default=False,
                                         help="Lossy: the highest quality whose file stays within this many "
                                              "bits per pixel (instead of -q)."),
@@ -242,6 +243,7 @@ def compress(
                     "  dcomp decompress photo.dcz -o photo.jpg     # to share a lossy result as JPEG\n"
                     "  dcomp decompress out/*.dcz -o decoded/\n"
                     "  dcomp decompress photo.dcz --decoder gan-ae -o sharp.png   # a cnn-ae-ft file, GAN decoder\n"
+                    "  dcomp decompress photo-rnn.dcz --iterations 4 -o coarse.png  # a cnn-rnn-ae file's first 4\n"
                     "  dcomp decompress - < a.dcz > a.png")
 def decompress(
     inputs: List[str] = typer.Argument(..., metavar="FILE.dcz...", show_default=False,
@@ -254,6 +256,9 @@ def decompress(
     decoder: Optional[str] = typer.Option(None, "--decoder", metavar="METHOD", show_default=False,
                                           help="Decode with another method that reads the same bits: gan-ae or "
                                                "gan-ae-dc for a cnn-ae-ft file (sharper), and the reverse."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", "-k", metavar="K", show_default=False,
+                                             help="Of a progressive (cnn-rnn-ae) file, decode only the first K "
+                                                  "iterations: a coarser image, faster."),
     force: bool = FORCE_OPTION,
     device: str = DEVICE_OPTION,
     json_out: bool = JSON_LINES_OPTION,
@@ -272,11 +277,13 @@ def decompress(
         _check_max_pixels(max_pixels)
         if decoder is not None:
             registry.get(decoder)
+        if iterations is not None and iterations < 1:
+            raise UsageError("--iterations must be at least 1")
     except (UsageError, UnknownMethodError) as exc:
         _fail(str(exc), EXIT_USAGE)
 
     def work(data: bytes, name: str, target: str):
-        result = api.decompress_report(data, device, max_pixels=max_pixels, decoder=decoder)
+        result = api.decompress_report(data, device, max_pixels=max_pixels, decoder=decoder, iterations=iterations)
         arr, mode = to_array(result.image)
         image = encode_image(arr, Path(target).suffix if target != STDIO else ".png")
         record = {"method": result.method, "decoder": result.decoder, "quality": result.quality,
@@ -289,6 +296,62 @@ def decompress(
         _run_batch(inputs, output, ".png", work, json_out=json_out, force=force, quiet=quiet, verb="decompressed")
     except UsageError as exc:
         _fail(str(exc), EXIT_USAGE)
+
+
+@app.command(epilog="\b\nExamples:\n"
+                    "  dcomp compress photo.png -m cnn-rnn-ae -q 16 -o photo-rnn.dcz\n"
+                    "  dcomp truncate photo-rnn.dcz --iterations 6 -o photo-k6.dcz\n"
+                    "  dcomp truncate photo-rnn.dcz --bytes 20000 -o photo-20k.dcz\n"
+                    "  dcomp truncate - --bytes 8000 < photo-rnn.dcz > small.dcz")
+def truncate(
+    file: str = typer.Argument(..., metavar="FILE.dcz", show_default=False,
+                               help="A progressive (cnn-rnn-ae) .dcz file, or '-' for standard input."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", metavar="PATH", show_default=False,
+                                         help="The cut file, or '-' (the default when standard output is a pipe)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", "-k", metavar="K", show_default=False,
+                                             help="Keep the first K iterations."),
+    max_bytes: Optional[int] = typer.Option(None, "--bytes", metavar="N", show_default=False,
+                                            help="Keep as many iterations as fit in N bytes."),
+    force: bool = FORCE_OPTION,
+    json_out: bool = _flag("--json", help="Print what was kept as one JSON object (needs -o)."),
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Cut a progressive file to fewer iterations, without decoding it.
+
+    The result is the first bytes of the file and a valid file itself: it decodes to exactly
+    the image a file compressed at that many iterations gives.
+    """
+    from dcomp import api
+
+    if (iterations is None) == (max_bytes is None):
+        _fail("give one of --iterations K or --bytes N", EXIT_USAGE)
+    if (iterations is not None and iterations < 1) or (max_bytes is not None and max_bytes < 1):
+        _fail("--iterations and --bytes must be positive", EXIT_USAGE)
+    if output is None:
+        if sys.stdout.isatty():
+            _fail("give -o FILE (or -o - to write the file to standard output)", EXIT_USAGE)
+        output = STDIO
+    if json_out and output == STDIO:
+        _fail("--json writes to standard output: give -o when writing there too", EXIT_USAGE)
+    name = "stdin" if file == STDIO else file
+    try:
+        refuse_terminal([output], force)
+        check_writable(output, force, create_folder=False)
+        data = read_input(file)
+        cut = api.truncate(data, iterations=iterations, max_bytes=max_bytes)
+        fields = api.info(cut)
+        write_output(output, cut, force, create_folder=False)
+    except UsageError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except Exception as exc:  # noqa: BLE001 - one line, no traceback
+        _fail(_error_message(exc, name), EXIT_FAILED)
+    record = {"input": name, "output": "stdout" if output == STDIO else output, "iterations": fields["iterations"],
+              "bytes": len(cut), "bits_per_pixel": fields["bits_per_pixel"]}
+    if json_out:
+        print(json.dumps(record))
+    elif not quiet and output != STDIO:
+        _say(f"{name} -> {output}: {fields['iterations']} iteration(s), {len(cut)} bytes "
+             f"({fields['bits_per_pixel']} bpp)")
 
 
 @app.command(epilog="\b\nExamples:\n  dcomp info photo.dcz\n  dcomp info photo.dcz --json | jq .bits_per_pixel")
@@ -468,6 +531,14 @@ def _print_bench_tables(summary: dict) -> None:
                       f"{pts[0]['psnr']:.1f}–{pts[-1]['psnr']:.1f}",
                       *[f"{bd[name][a]:+.1f}%" if bd[name].get(a) is not None else "-" for a in anchors])
         console.print(t)
+        bd_ms = summary.get("bd_rate_ms_ssim") or {}
+        ms_anchors = [a for a in anchors if any(a in row for row in bd_ms.values())]
+        if ms_anchors:
+            t = Table("codec", *[f"BD-rate vs {a}" for a in ms_anchors],
+                      title=summary["title"] + ": lossy (BD-rate on MS-SSIM in dB, negative is better)")
+            for name, row in sorted(bd_ms.items()):
+                t.add_row(name, *[f"{row[a]:+.1f}%" if row.get(a) is not None else "-" for a in ms_anchors])
+            console.print(t)
         if any(a.endswith("(published)") for a in anchors):
             console.print("* published curve (CompressAI's measurement on Kodak), not measured in this run")
 
@@ -627,6 +698,48 @@ def _gan_command(method: str, loss: str):
 
 train_app.command("gan-ae")(_gan_command("gan-ae", "L2 + Wasserstein with gradient penalty"))
 train_app.command("gan-ae-dc")(_gan_command("gan-ae-dc", "L2 + DCGAN non-saturating loss"))
+
+
+@train_app.command("cnn-rnn-ae")
+def train_cnn_rnn_ae(
+    data: Path = typer.Option(..., "--data", help="Folder of training photographs (never the evaluation set)."),
+    extra: Optional[Path] = typer.Option(None, "--extra", help="A second folder of photographs to train on."),
+    init: Path = typer.Option(Path("weights/cnn-ae-ft.npz"), "--init",
+                              help="The cnn-ae-ft weights whose transforms this method starts from."),
+    out: Path = typer.Option(Path("trained/cnn-rnn-ae.npz"), "--out", help="Weights file to write."),
+    steps: int = typer.Option(100000, "--steps", help="Stop after this many steps..."),
+    minutes: float = typer.Option(60.0, "--minutes", help="...or after this many minutes."),
+    crop: int = typer.Option(128, "--crop", help="Side of the random photo crops."),
+    batch: int = typer.Option(8, "--batch", help="Photo crops per step."),
+    hidden: int = typer.Option(32, "--hidden", help="Channels of the recurrent decoder's state."),
+    resume: bool = _flag("--resume", help="Continue from the checkpoint beside --out, extending the curve."),
+    force: bool = _flag("--force", help="Replace an existing --out (and its .sha256 and .train.json)."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train cnn-rnn-ae: schedule and binary priors from cnn-ae-ft, then its recurrent decoder.
+
+    \b
+    Example:
+      dcomp train cnn-rnn-ae --data ../shared/data/photos-train --minutes 60
+    """
+    from dcomp.train.cnn_rnn_ae import train
+
+    for folder in (data, extra):
+        if folder is not None and not folder.is_dir():
+            _fail(f"{folder}: no such folder", EXIT_USAGE)
+    if not init.is_file():
+        _fail(f"{init}: no such weights file", EXIT_USAGE)
+    if crop % 8 or crop < 32:
+        _fail("--crop must be a multiple of 8, at least 32", EXIT_USAGE)
+    _refuse_existing_weights(out, resume or force)
+    try:
+        record = train(data, init, out, steps=steps, minutes=minutes, crop=crop, batch=batch, seed=seed, threads=2,
+                       resume=resume, recurrent_hidden=hidden, extra=extra,
+                       log=lambda m: err.print(m, highlight=False))
+    except (DcompError, ValueError) as exc:
+        _fail(str(exc), EXIT_FAILED)
+    err.print(f"wrote {out} (sha256 {record['sha256'][:16]}…) after {record['steps']} steps, "
+              f"{record['seconds_total']} s in all", highlight=False)
 
 
 def _click_exceptions():

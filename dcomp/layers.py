@@ -117,3 +117,27 @@ class QualityGains(nn.Module):
         """Gains and inverse gains, (N, C, 1, 1), for quality indices q (N,)."""
         return (torch.exp(self.log_gain[q])[:, :, None, None],
                 torch.exp(self.log_inverse_gain[q])[:, :, None, None])
+
+
+class ConvGRUCell(nn.Module):
+    """A convolutional GRU: the input enters through 1x1 convolutions, the hidden state
+    through 3x3 ones (its context grows by one position per step), plus a learned bias per
+    step, so the cell knows how far the coding has come."""
+
+    def __init__(self, channels: int, hidden: int, steps: int):
+        super().__init__()
+        self.hidden = hidden
+        self.inp = nn.Conv2d(channels, 3 * hidden, 1)
+        self.state = nn.Conv2d(hidden, 3 * hidden, 3, padding=1, bias=False)
+        self.step_bias = nn.Parameter(torch.zeros(steps, 3 * hidden))
+
+    def initial(self, like: torch.Tensor) -> torch.Tensor:
+        return like.new_zeros(like.shape[0], self.hidden, like.shape[2], like.shape[3])
+
+    def forward(self, u: torch.Tensor, h: torch.Tensor, step: int) -> torch.Tensor:
+        gi = self.inp(u) + self.step_bias[step][None, :, None, None]
+        gh = self.state(h)
+        iz, ir, in_ = gi.chunk(3, dim=1)
+        hz, hr, hn = gh.chunk(3, dim=1)
+        z, r = torch.sigmoid(iz + hz), torch.sigmoid(ir + hr)
+        return (1 - z) * h + z * torch.tanh(in_ + r * hn)

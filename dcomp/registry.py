@@ -22,6 +22,7 @@ METHODS: dict[str, tuple[int, str, str, str]] = {
     "cnn-ae-ft": (3, "dcomp.methods.cnn_ae", "CnnAeFtCodec", "cnn-ae-ft.npz"),
     "gan-ae": (4, "dcomp.methods.gan_ae", "GanDecoderCodec", "gan-ae.npz"),
     "gan-ae-dc": (5, "dcomp.methods.gan_ae", "GanDecoderCodec", "gan-ae-dc.npz"),
+    "cnn-rnn-ae": (6, "dcomp.methods.cnn_rnn_ae", "CnnRnnAeCodec", "cnn-rnn-ae.npz"),
 }
 
 _cache: dict[str, Codec] = {}

@@ -75,16 +75,25 @@ def lossless_summary(points: list[dict]) -> dict[str, dict]:
             for codec, items in groups.items()}
 
 
-def bd_table(curve_map: dict[str, list[dict]], anchors=ANCHORS) -> dict[str, dict[str, float | None]]:
-    """BD-rate (%) of every curve against each anchor present, on PSNR."""
+def _ms_ssim_db(point: dict) -> float | None:
+    """MS-SSIM as -10 log10(1 - MS-SSIM): a scale on which its curves are as straight as PSNR's."""
+    v = point.get("ms_ssim")
+    return None if v is None else -10 * float(np.log10(max(1e-10, 1 - v)))
+
+
+def bd_table(curve_map: dict[str, list[dict]], anchors=ANCHORS, metric: str = "psnr") -> dict[str, dict[str, float | None]]:
+    """BD-rate (%) of every curve against each anchor present, on PSNR or ("ms_ssim") on
+    MS-SSIM in dB (curves without MS-SSIM, such as published ones, are left out)."""
+    quality = (lambda p: p["psnr"]) if metric == "psnr" else _ms_ssim_db
+    usable = {k: v for k, v in curve_map.items() if all(quality(p) is not None for p in v)}
     table = {}
-    for name, pts in curve_map.items():
+    for name, pts in usable.items():
         row = {}
         for anchor in anchors:
-            if anchor in curve_map:
-                ref = curve_map[anchor]
-                row[anchor] = metrics.bd_rate([p["bpp"] for p in ref], [p["psnr"] for p in ref],
-                                              [p["bpp"] for p in pts], [p["psnr"] for p in pts])
+            if anchor in usable:
+                ref = usable[anchor]
+                row[anchor] = metrics.bd_rate([p["bpp"] for p in ref], [quality(p) for p in ref],
+                                              [p["bpp"] for p in pts], [quality(p) for p in pts])
         table[name] = row
     return table
 
@@ -209,7 +218,18 @@ def _perceptual_tables(curve_map: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-def markdown(title: str, settings: dict, lossless: dict, curve_map: dict, bd: dict, plots: list[Path]) -> str:
+def _bd_lines(heading: str, bd: dict, anchors: list[str]) -> list[str]:
+    anchors = [a for a in anchors if any(a in row for row in bd.values())]
+    lines = [heading, "", "| curve | " + " | ".join(f"vs {a}" for a in anchors) + " |",
+             "|---" * (len(anchors) + 1) + "|"]
+    for name in sorted(bd):
+        lines.append(f"| {name} | " + " | ".join(f"{_fmt(bd[name].get(a), '+.1f')}%" if bd[name].get(a)
+                                                 is not None else "–" for a in anchors) + " |")
+    return lines + [""]
+
+
+def markdown(title: str, settings: dict, lossless: dict, curve_map: dict, bd: dict, plots: list[Path],
+             bd_ms_ssim: dict | None = None) -> str:
     lines = [f"# {title}", "", f"Images: {settings.get('images')} · started {settings.get('started')} · "
              f"versions: " + ", ".join(f"{k} {v}" for k, v in settings.get("versions", {}).items() if v), ""]
     if lossless:
@@ -223,13 +243,10 @@ def markdown(title: str, settings: dict, lossless: dict, curve_map: dict, bd: di
         lines.append("")
     if curve_map:
         anchors = [a for a in ANCHORS if a in curve_map]
-        lines += ["## Lossy: BD-rate on PSNR (negative = fewer bits than the anchor)", "",
-                  "| curve | " + " | ".join(f"vs {a}" for a in anchors) + " |",
-                  "|---" * (len(anchors) + 1) + "|"]
-        for name in sorted(bd):
-            lines.append(f"| {name} | " + " | ".join(f"{_fmt(bd[name].get(a), '+.1f')}%" if bd[name].get(a)
-                                                     is not None else "–" for a in anchors) + " |")
-        lines += ["", "## Lossy: points (mean over images)", "",
+        lines += _bd_lines("## Lossy: BD-rate on PSNR (negative = fewer bits than the anchor)", bd, anchors)
+        if bd_ms_ssim:
+            lines += _bd_lines("## Lossy: BD-rate on MS-SSIM, in dB as -10 log10(1 - MS-SSIM)", bd_ms_ssim, anchors)
+        lines += ["## Lossy: points (mean over images)", "",
                   "| codec | setting | bpp | PSNR | SSIM | MS-SSIM (scales) | encode s | decode s |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, pts in sorted(curve_map.items()):
@@ -259,10 +276,11 @@ def build(points: list[dict], out_dir: Path, title: str) -> tuple[dict, list[Pat
         curve_map.update(published.curves_for(settings.get("dataset_label"), settings.get("images")))
     lossless = lossless_summary(points)
     bd = bd_table(curve_map)
+    bd_ms_ssim = bd_table(curve_map, metric="ms_ssim")
     written = write_plots(points, curve_map, lossless, out_dir, title)
     write_csv(points, out_dir / "points.csv")
     summary = {"title": title, "lossless": lossless, "curves": curve_map, "bd_rate_psnr": bd,
-               "errors": [p for p in points if "error" in p][:50]}
+               "bd_rate_ms_ssim": bd_ms_ssim, "errors": [p for p in points if "error" in p][:50]}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out_dir / "report.md").write_text(markdown(title, settings, lossless, curve_map, bd, written))
+    (out_dir / "report.md").write_text(markdown(title, settings, lossless, curve_map, bd, written, bd_ms_ssim))
     return summary, [out_dir / "points.csv", out_dir / "summary.json", out_dir / "report.md", *written]
