@@ -35,13 +35,14 @@ TOP = 24  # the plane of a channel not coded yet; |Q| stays below 2**TOP
 PROB_BITS = 16
 MAX_FREQ = (1 << PROB_BITS) - (1 << (PROB_BITS - 12))  # no decision is coded as surer than 1 - 2**-12
 COUNT_LIMIT = 1 << 13  # counts are halved past this total: the model follows the image
-CHUNK = 2048  # decisions coded between two updates of the counts
+CHUNK = 4096  # decisions coded between two updates of the counts
 UNARY_CAP = 12
 LENGTH_CAP = 24  # Exp-Golomb length prefixes
 SIG_NEIGHBOURS = 5  # buckets: 0, 1, 2, 3-4, 5+ significant of the 8 neighbours
 SIG_BLOCK = 6  # buckets: 0, 1, 2-3, 4-7, 8-15, 16+ significant channels in the block
 SIG_PLANES = 8  # planes 0..6 apart, 7 and above together: significance depends on the step
 DC_TREND = 9  # DC refinement: the neighbours' pull on the value, -4..4
+CLASS = np.tile(np.minimum(np.add(*np.divmod(np.arange(64), 8)), 12), 3) + 13 * np.repeat([0, 1, 1], 64)
 RECONSTRUCTION_OFFSET = 0.375  # where in its interval a value is reconstructed (below the middle: values crowd towards zero)
 
 
@@ -89,7 +90,7 @@ class ContextSpace:
 
     @property
     def raw(self) -> int:
-        return self.dc_ref + 3 * DC_TREND
+        return self.dc_ref + 2 * 3 * DC_TREND
 
     @property
     def size(self) -> int:
@@ -328,13 +329,29 @@ def _code_dc(state: State, bits: AdaptiveBits, chans, old, new, q) -> None:
         for i in range(int((old[cs] - new[cs]).max())):
             sel = (old[cs] - new[cs]) > i  # channels with an i-th refinement bit
             c2 = cs[sel]
-            d = state.magnitude[c2]
+            d = state.magnitude[c2].astype(np.int64)
+            colours = col.reshape((len(cs),) + shape[1:])[sel]
             shift = (old[c2] - 1 - i)[:, None, None]
-            truth = None if q is None else ((q[c2] >> shift) & 1).ravel()
-            trend = np.clip(_neighbour_sum(d) - 4 * d, -(DC_TREND // 2), DC_TREND // 2) + DC_TREND // 2
-            ctx = space.dc_ref + col.reshape((len(cs),) + shape[1:])[sel] * DC_TREND + trend
-            b = bits.code(ctx.ravel(), truth)
-            state.magnitude[c2] = (d << 1) | b.reshape((len(c2),) + shape[1:])
+            truth = None if q is None else (q[c2] >> shift) & 1
+            odd = np.broadcast_to((np.add.outer(np.arange(d.shape[1]), np.arange(d.shape[2])) & 1).astype(bool),
+                                  d.shape)
+            # Even positions: the pull of the four neighbours at the previous plane. Odd ones:
+            # their four neighbours (all even) are refined by then, so the pull is measured at
+            # the new plane, against the middle of the value's interval.
+            trend = _neighbour_sum(d) - 4 * d
+            b_even = bits.code((space.dc_ref + colours * DC_TREND + _trend_bucket(trend))[~odd],
+                               None if truth is None else truth[~odd])
+            refined = d << 1
+            refined[~odd] |= b_even
+            trend = _neighbour_sum(refined) - 4 * refined - 2
+            b_odd = bits.code((space.dc_ref + (3 + colours) * DC_TREND + _trend_bucket(trend))[odd],
+                              None if truth is None else truth[odd])
+            refined[odd] |= b_odd
+            state.magnitude[c2] = refined
+
+
+def _trend_bucket(t: np.ndarray) -> np.ndarray:
+    return np.clip(t, -(DC_TREND // 2), DC_TREND // 2) + DC_TREND // 2
 
 
 def _neighbour_sum(d: np.ndarray) -> np.ndarray:
@@ -356,10 +373,22 @@ def _code_ac(state: State, bits: AdaptiveBits, g: int, chans, old, new, q, space
     p_new = new[chans][:, None, None]
     m_true = None if absq is None else absq >> p_new
 
-    # significance of the positions not significant yet
-    where0 = np.flatnonzero(~sig.ravel())
-    truth = None if m_true is None else (m_true.ravel()[where0] > 0)
-    became = where0[bits.code(sig_ctx.ravel()[where0], truth) == 1]
+    # significance of the positions not significant yet, in four phases over the 2x2 lattice
+    yy, xx = np.meshgrid(np.arange(h) & 1, np.arange(w) & 1, indexing="ij")
+    now = sig.copy()
+    found = []
+    for phase in ((yy == 0) & (xx == 0), (yy == 1) & (xx == 1), (yy == 0) & (xx == 1), (yy == 1) & (xx == 0)):
+        where = np.flatnonzero((~sig & phase[None]).ravel())
+        if len(where) == 0:
+            continue
+        neighbours = _bucket_neighbours(_box8(now.astype(np.int64)))
+        ctx = space.sig + ((CLASS[chans][:, None, None] * SIG_PLANES + plane) * SIG_NEIGHBOURS + neighbours) * SIG_BLOCK \
+            + block
+        truth = None if m_true is None else (m_true.ravel()[where] > 0)
+        hits = where[bits.code(ctx.ravel()[where], truth) == 1]
+        now.ravel()[hits] = True
+        found.append(hits)
+    became = np.sort(np.concatenate(found)) if found else np.zeros(0, np.int64)
     # their signs, with the left neighbour's sign as context
     neg = state.negative[chans]
     left = np.zeros((n, h, w), np.int64)

@@ -33,7 +33,7 @@ from dcomp.train.data import prepare, random_crops, to_tensor
 FIRST_BPP, LAST_BPP = 0.1, 2.0  # the rates the first and the last iteration aim at; geometric between
 DC_START_ITERATION = 4
 FINEST_EXTRA_PLANES = 2  # the finest step: this many halvings below cnn-ae-ft's finest quality's
-PRIOR_TOTAL = 64  # counts per context in the priors: a few dozen decisions of the image outweigh them
+PRIOR_TOTAL = 1024  # counts per context in the priors: a few dozen decisions of the image outweigh them
 VAL_CROP = 384
 ENCODER_PARAMETERS = ("block_analysis", "analysis_residual", "log_gain")
 PRIOR_CROPS = 96
