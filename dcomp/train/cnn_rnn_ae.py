@@ -263,12 +263,13 @@ def train(data: Path, init: Path, out: Path, steps: int, minutes: float, crop: i
     if resume and checkpoint.exists():
         ck = torch.load(checkpoint, weights_only=False)
         planes, prior, curve, done = ck["planes"], ck["prior"], ck["curve"], ck["step"]
+        runs = ck.get("runs") or [{"steps": [0, done], "seconds": curve[-1].get("seconds", 0)}]
         net = ProgressiveAutoencoder(planes, recurrent_hidden=recurrent_hidden)
         net.load_state_dict(ck["net"])
         log(f"resumed at step {done}")
     else:
         net, planes, prior = build_initial(init, prior_crops(photos, seed), recurrent_hidden, log)
-        done, curve = 0, []
+        done, curve, runs = 0, [], []
         curve.append({"step": 0, "val_psnr": evaluate(net, planes, ts.val_images), "seconds": 0})
         log(f"untrained: validation PSNR per iteration: {_fmt(curve[-1]['val_psnr'])}")
     # The encoder stays as it started: the bits, the schedule and the priors depend on it.
@@ -278,6 +279,7 @@ def train(data: Path, init: Path, out: Path, steps: int, minutes: float, crop: i
     opt = torch.optim.Adam(decoder, lr=LEARNING_RATE)
     if resume and checkpoint.exists() and "opt" in ck:
         opt.load_state_dict(ck["opt"])
+    first_step = done
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     start = time.time()
@@ -304,17 +306,20 @@ def train(data: Path, init: Path, out: Path, steps: int, minutes: float, crop: i
                 curve.append({"step": done, "loss": float(loss.detach()), "val_psnr": val,
                               "seconds": round(time.time() - start, 1)})
                 log(f"step {done}: loss {float(loss):.4f}, validation PSNR per iteration: {_fmt(val)}")
+                ongoing = runs + [{"steps": [first_step, done], "seconds": round(time.time() - start, 1)}]
                 torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "planes": planes, "prior": prior,
-                            "curve": curve, "step": done}, checkpoint)
+                            "curve": curve, "step": done, "runs": ongoing}, checkpoint)
                 last_save = time.time()
     except KeyboardInterrupt:
         log("interrupted: saving")
+    runs.append({"steps": [first_step, done], "seconds": round(time.time() - start, 1)})
     torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "planes": planes, "prior": prior,
-                "curve": curve, "step": done}, checkpoint)
+                "curve": curve, "step": done, "runs": runs}, checkpoint)
     # Counted again with the coder as it is now (the encoder, hence the latents, never changed).
     layout = bitplane.Layout(planes, cnn_ae.channel_groups(), DC_CHANNELS)
     prior = count_priors(layout, latents_of(net, prior_crops(photos, seed)))
-    record = {"method": "cnn-rnn-ae", "steps": done, "seconds_total": round(time.time() - start, 1), "crop": crop, "batch": batch, "seed": seed,
+    record = {"method": "cnn-rnn-ae", "steps": done, "seconds_total": round(sum(r["seconds"] for r in runs), 1),
+              "runs": runs, "crop": crop, "batch": batch, "seed": seed,
               "init": str(init), "data": str(data), "extra": str(extra) if extra else None,
               "curve": curve, "iterations": ITERATIONS}
     W.publish(out, lambda p: save_weights(net, planes, prior, p, {"init_model_id": W.load(init).model_id.hex()}),
