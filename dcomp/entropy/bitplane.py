@@ -42,7 +42,10 @@ SIG_NEIGHBOURS = 5  # buckets: 0, 1, 2, 3-4, 5+ significant of the 8 neighbours
 SIG_BLOCK = 6  # buckets: 0, 1, 2-3, 4-7, 8-15, 16+ significant channels in the block
 SIG_PLANES = 8  # planes 0..6 apart, 7 and above together: significance depends on the step
 DC_TREND = 9  # DC refinement: the neighbours' pull on the value, -4..4
+# A channel's class for significance contexts: its diagonal u + v (capped at 12), luma or chroma.
+# Fewer contexts than channels adapt faster within an image, and cost less than they lose.
 CLASS = np.tile(np.minimum(np.add(*np.divmod(np.arange(64), 8)), 12), 3) + 13 * np.repeat([0, 1, 1], 64)
+CLASSES = 26
 RECONSTRUCTION_OFFSET = 0.375  # where in its interval a value is reconstructed (below the middle: values crowd towards zero)
 
 
@@ -50,7 +53,6 @@ RECONSTRUCTION_OFFSET = 0.375  # where in its interval a value is reconstructed 
 class ContextSpace:
     """Offsets of each kind of decision in one table of contexts."""
     groups: int
-    channels: int
 
     @property
     def sig(self) -> int:
@@ -58,7 +60,7 @@ class ContextSpace:
 
     @property
     def sign(self) -> int:
-        return self.sig + self.channels * SIG_PLANES * SIG_NEIGHBOURS * SIG_BLOCK
+        return self.sig + CLASSES * SIG_PLANES * SIG_NEIGHBOURS * SIG_BLOCK
 
     @property
     def mag(self) -> int:
@@ -215,13 +217,13 @@ class Layout:
         if planes.ndim != 2 or planes.shape[0] < 2 or np.any(planes[0] != TOP) or np.any(planes < 0) \
                 or np.any(planes > TOP) or np.any(np.diff(planes, axis=0) > 0):
             raise ValueError("malformed plane schedule")
-        if sorted(c for g in groups for c in g) != list(range(channels)) or not set(dc_channels) <= set(groups[0]):
+        if channels != len(CLASS) or sorted(c for g in groups for c in g) != list(range(channels)) or not set(dc_channels) <= set(groups[0]):
             raise ValueError("malformed channel groups")
         self.planes, self.groups, self.dc_channels = planes, groups, tuple(dc_channels)
         self.group_of = np.zeros(channels, np.int64)
         for g, members in enumerate(groups):
             self.group_of[list(members)] = g
-        self.space = ContextSpace(len(groups), channels)
+        self.space = ContextSpace(len(groups))
 
     @property
     def iterations(self) -> int:
@@ -245,6 +247,7 @@ class State:
         self.layout = layout
         self.magnitude = np.zeros((layout.channels, h, w), np.int32)  # m for AC, the floor for DC
         self.negative = np.zeros((layout.channels, h, w), bool)
+        self.sig_count = np.zeros((h, w), np.int32)  # significant AC channels per block
         self.iteration = 0
 
     @classmethod
@@ -257,13 +260,11 @@ class State:
         s.magnitude[dc] = q[dc] >> p[dc]
         s.negative = q < 0
         s.magnitude[layout.planes[k] == TOP] = 0
+        ac = np.ones(layout.channels, bool)
+        ac[list(dc)] = False
+        s.sig_count = (s.magnitude[ac] != 0).sum(axis=0, dtype=np.int32)
         s.iteration = k
         return s
-
-    def significant(self) -> np.ndarray:
-        sig = self.magnitude != 0
-        sig[list(self.layout.dc_channels)] = False
-        return sig
 
     def dequantized(self) -> np.ndarray:
         """Reconstructed latents (C, h, w) float32 at the finest step's scale."""
@@ -362,13 +363,11 @@ def _neighbour_sum(d: np.ndarray) -> np.ndarray:
 
 def _code_ac(state: State, bits: AdaptiveBits, g: int, chans, old, new, q, space: ContextSpace) -> None:
     n, (h, w) = len(chans), state.magnitude.shape[1:]
-    sig_all = state.significant()
     m_old = state.magnitude[chans]
     sig = m_old > 0
-    neighbours = _bucket_neighbours(_box8(sig.astype(np.int64)))
-    block = _bucket_block(sig_all.sum(axis=0))[None]
+    block = _bucket_block(state.sig_count)[None]
     plane = np.minimum(new[chans], SIG_PLANES - 1)[:, None, None]
-    sig_ctx = space.sig + ((chans[:, None, None] * SIG_PLANES + plane) * SIG_NEIGHBOURS + neighbours) * SIG_BLOCK + block
+    classes = CLASS[chans][:, None, None]
     absq = None if q is None else np.abs(q[chans])
     p_new = new[chans][:, None, None]
     m_true = None if absq is None else absq >> p_new
@@ -382,13 +381,13 @@ def _code_ac(state: State, bits: AdaptiveBits, g: int, chans, old, new, q, space
         if len(where) == 0:
             continue
         neighbours = _bucket_neighbours(_box8(now.astype(np.int64)))
-        ctx = space.sig + ((CLASS[chans][:, None, None] * SIG_PLANES + plane) * SIG_NEIGHBOURS + neighbours) * SIG_BLOCK \
-            + block
+        ctx = space.sig + ((classes * SIG_PLANES + plane) * SIG_NEIGHBOURS + neighbours) * SIG_BLOCK + block
         truth = None if m_true is None else (m_true.ravel()[where] > 0)
         hits = where[bits.code(ctx.ravel()[where], truth) == 1]
         now.ravel()[hits] = True
         found.append(hits)
     became = np.sort(np.concatenate(found)) if found else np.zeros(0, np.int64)
+    state.sig_count += (now.sum(axis=0, dtype=np.int32) - sig.sum(axis=0, dtype=np.int32))
     # their signs, with the left neighbour's sign as context
     neg = state.negative[chans]
     left = np.zeros((n, h, w), np.int64)
@@ -396,7 +395,7 @@ def _code_ac(state: State, bits: AdaptiveBits, g: int, chans, old, new, q, space
     truth = None if q is None else (q[chans].ravel()[became] < 0)
     negative = bits.code(space.sign + g * 3 + left.ravel()[became], truth)
     # their magnitudes, m - 1 in unary then Exp-Golomb
-    near = (neighbours.ravel()[became] > 0).astype(np.int64)
+    near = (_box8(now.astype(np.int64)).ravel()[became] > 0).astype(np.int64)
     extra = np.zeros(len(became), np.int64)
     target = None if m_true is None else m_true.ravel()[became] - 1
     active = np.arange(len(became))
