@@ -4,7 +4,7 @@ PIP     := .venv/bin/pip
 DATA    ?= ../shared/data
 KODAK   ?= $(DATA)/kodak
 
-.PHONY: install test test-slow fuzz bench-lossless bench-memory bench-lossy-kodak bench-lossy-cifar10 bench-memory-lossy bench-gan-kodak bench-gan-cifar10 train-mlp train-cnn-ae train-cnn-ae-ft train-gan-ae train-gan-ae-dc bench-rnn-kodak bench-rnn-cifar10 bench-memory-rnn train-cnn-rnn-ae clean
+.PHONY: install test test-slow fuzz bench-lossless bench-memory bench-lossy-kodak bench-lossy-cifar10 bench-memory-lossy bench-gan-kodak bench-gan-cifar10 train-mlp train-cnn-ae train-cnn-ae-ft train-gan-ae train-gan-ae-dc bench-rnn-kodak bench-rnn-cifar10 bench-rnn-bits bench-memory-rnn train-cnn-rnn-ae clean
 
 # torch first, pinned to the CPU build on disk: letting pip resolve torch would pull CUDA wheels.
 install:
@@ -63,6 +63,11 @@ bench-rnn-kodak:
 bench-rnn-cifar10:
 	.venv/bin/dcomp bench --dataset cifar10 --data-dir $(DATA)/cifar10-subset --methods cnn-rnn-ae,cnn-ae-ft \
 		--codecs jpeg,webp --jobs 2 --out results/bench-cifar10-rnn --force
+
+# What the binary model saves per iteration (raw decisions, a memoryless coder, coded) and the
+# time of a 16-iteration round trip per Kodak image, in-process.
+bench-rnn-bits:
+	$(PY) -m dcomp.bench.progressive --dataset $(KODAK) --json results/rnn-bits-kodak.json
 
 bench-memory-rnn:
 	$(PY) -m dcomp.bench.memory --photo $(DATA)/photos-train/001.png -m cnn-rnn-ae -q 16 --json results/memory-rnn.json

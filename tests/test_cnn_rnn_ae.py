@@ -216,3 +216,15 @@ def test_cli_corrupted_and_truncated_files(run_cli, tmp_path, damage):
     assert "bad.dcz" in line
     assert not (tmp_path / "out.png").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["bad.dcz"]
+
+
+def test_bits_bench_counts_every_decision(tmp_path):
+    from dcomp.bench import progressive
+
+    (tmp_path / "a.png").write_bytes((FIXTURES / "kodim03_64x48.png").read_bytes())
+    result = progressive.run(tmp_path, log=lambda _: None)
+    rows = result["iterations"]
+    assert len(rows) == ITERATIONS and result["images"] == 1
+    # the coded bits are the file's iteration sections: 2 check bytes and framing included
+    assert result["coded_bpp_total"] * 64 * 48 == 8 * sum(api.info(dcomp.compress(PHOTO, METHOD, 16))["iteration_bytes"])
+    assert result["raw_bpp_total"] > result["coded_bpp_total"] > 0

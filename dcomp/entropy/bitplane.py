@@ -15,12 +15,12 @@ the floor Q >> p. Lowering a channel's plane costs binary decisions:
   the four neighbours' values pull away from the value's own.
 
 Each decision's probability comes from integer counts kept per context; contexts are made
-only of what both sides already know: the channel (or its group), how many of the 8 neighbours
-in the channel are significant and how many channels of the same block are (after the
-previous iteration, and the groups already coded in this one), the sign of the left
-neighbour.
-Counts start from trained priors and adapt after every batch of decisions, in integers, so
-the probabilities (and hence the parsing) never depend on floating point.
+only of what both sides already know: the channel's frequency class (or its group), its
+plane, how many of its 8 neighbours in the channel are significant and how many channels of
+the same block are. Significance is decided in four phases over the 2x2 lattice of blocks,
+so that later phases see their neighbours' decisions at the new plane (DC refinement in two,
+a checkerboard). Counts start from trained priors and adapt after every chunk of decisions,
+in integers, so the probabilities (and hence the parsing) never depend on floating point.
 """
 from __future__ import annotations
 
