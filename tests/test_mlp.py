@@ -448,3 +448,72 @@ def test_filtered_decoding_holds_two_images_at_most():
         tracemalloc.stop()
     assert np.array_equal(out, image)
     assert peak < 2.2 * image.nbytes, peak / image.nbytes
+
+
+# ---------------------------------------------------------------- palette mode
+
+def _palette_image(h: int, w: int, colours: int, channels: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    table = rng.integers(0, 256, (colours, channels), dtype=np.uint8)
+    blocks = rng.integers(0, colours, (-(-h // 4), -(-w // 4)))
+    return table[np.kron(blocks, np.ones((4, 4), int))[:h, :w]]
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("size", [(1, 1), (1, 9), (17, 5), (64, 48)])
+def test_palette_images_round_trip(channels, size):
+    image = _palette_image(*size, colours=min(7, size[0] * size[1]), channels=channels)
+    data = dcomp.compress(image[:, :, 0] if channels == 1 else image, "mlp")
+    out = dcomp.decompress(data)
+    assert np.array_equal(out.reshape(image.shape), image)
+
+
+def test_palette_png_with_transparency_uses_the_palette_mode():
+    from dcomp import container
+    from dcomp.methods.planes import MODE_PALETTE
+
+    image = _palette_image(96, 80, colours=40, channels=4, seed=2)
+    image[:10, :10, 3] = 0
+    data = dcomp.compress(image, "mlp")
+    assert container.parse(data).sections[0][0] == MODE_PALETTE
+    assert np.array_equal(dcomp.decompress(data), image)
+
+
+def test_a_64_colour_photo_is_far_smaller_in_the_palette_mode():
+    photo = load_fixture("kodim03_64x48.png")
+    quantized = np.asarray(Image.fromarray(photo).quantize(64).convert("RGB"))
+    from dcomp.methods.planes import encode_filtered
+
+    data = dcomp.compress(quantized, "mlp")
+    assert len(data) < 0.8 * len(encode_filtered(quantized, 0))
+    assert np.array_equal(dcomp.decompress(data), quantized)
+
+
+def test_more_than_256_colours_are_not_a_palette_image():
+    from dcomp.methods.planes import encode_palette
+
+    colours = np.stack([np.arange(257) % 256, np.arange(257) // 256, np.zeros(257, int)], axis=1).astype(np.uint8)
+    image = colours[np.arange(32 * 32) % 257].reshape(32, 32, 3)
+    assert encode_palette(image, 10 ** 6) is None
+    assert encode_palette(image[:8], 10 ** 6) is not None  # 256 of them
+
+
+@pytest.mark.parametrize("damage", ["index-out-of-range", "short-table", "not-filtered", "empty"])
+def test_crafted_palette_payloads_are_one_clear_error(damage):
+    from dcomp import container
+    from dcomp.errors import CorruptFileError
+    from dcomp.methods.planes import MODE_PALETTE, encode_filtered
+
+    h, w = 6, 5
+    index = np.full((h, w, 1), 3, np.uint8)  # 3 >= 2 colours
+    if damage == "index-out-of-range":
+        payload = bytes([MODE_PALETTE, 1]) + bytes(6) + encode_filtered(index, 0)
+    elif damage == "short-table":
+        payload = bytes([MODE_PALETTE, 200]) + bytes(6)
+    elif damage == "not-filtered":
+        payload = bytes([MODE_PALETTE, 1]) + bytes(6) + bytes([2, 0, 0, 0])
+    else:
+        payload = bytes([MODE_PALETTE])
+    header = container.Header(1, registry.get("mlp").model_id(), w, h, "RGB")
+    with pytest.raises(CorruptFileError, match="corrupted mlp data"):
+        dcomp.decompress(container.Container(header, [payload]).to_bytes())

@@ -27,7 +27,8 @@ from dcomp.entropy import streams as symbol_streams
 from dcomp.errors import CorruptFileError, WeightsError
 from dcomp.methods import mlp_predictor as P
 from dcomp.methods import pixel_filters as F
-from dcomp.methods.planes import MODE_FILTERED, decode_filtered, encode_filtered
+from dcomp.methods.planes import MODE_FILTERED, MODE_PALETTE, decode_filtered, decode_palette, encode_filtered, \
+    encode_palette
 
 MODE_STORED, MODE_PREDICTIVE = 0, 2  # mode 1 is planes.MODE_FILTERED
 HEAD_TRAINED, HEAD_NETWORK_FIT, HEAD_LINEAR_FIT = 0, 1, 2
@@ -334,6 +335,9 @@ class MlpCodec:
             candidates.append(predictive)
         best = min(len(c) for c in candidates)
         candidates.append(encode_filtered(image, best))
+        palette = encode_palette(image, min(len(c) for c in candidates))
+        if palette is not None:
+            candidates.append(palette)
         return [min(candidates, key=len)]
 
     def _encode_predictive(self, image: np.ndarray, predictor: str) -> bytes:
@@ -447,6 +451,8 @@ class MlpCodec:
                 return decode_filtered(data, shape)
             if mode == MODE_PREDICTIVE:
                 return self._decode_predictive(data, shape)
+            if mode == MODE_PALETTE:
+                return decode_palette(data, shape)
             raise ValueError(f"unknown mode {mode}")
         except (ValueError, IndexError, zstandard.ZstdError, lzma.LZMAError) as exc:
             raise CorruptFileError(f"corrupted mlp data ({exc})") from None

@@ -58,6 +58,53 @@ def decode_filtered(data: bytes, shape) -> np.ndarray:
     return image
 
 
+MODE_PALETTE = 3  # mlp's mode number for it
+MAX_COLOURS = 256
+PALETTE_PROBE = 1 << 14  # pixels sampled first
+
+
+def encode_palette(image: np.ndarray, to_beat: int) -> bytes | None:
+    """Palette mode, for images of at most 256 distinct pixels (graphics, palette PNGs): the
+    colours, then the plane of their indices in the filtered mode. None for other images.
+
+    The colours are sorted by luma, so that neighbouring indices tend to be similar colours
+    (which a filter then sees as small differences)."""
+    h, w, c = image.shape
+    flat = image.reshape(-1, c)
+    # Distinct pixels without sorting all of them: a pixel as one integer, then np.unique.
+    keys = np.zeros(len(flat), np.int64)
+    for i in range(c):
+        keys = keys * 256 + flat[:, i]
+    if len(np.unique(keys[::max(1, len(keys) // PALETTE_PROBE)])) > MAX_COLOURS:
+        return None  # a photograph: known from a sample, without sorting every pixel
+    colours, index = np.unique(keys, return_inverse=True)
+    if len(colours) > MAX_COLOURS:
+        return None
+    table = np.stack([(colours >> (8 * (c - 1 - i))) & 255 for i in range(c)], axis=1).astype(np.uint8)
+    rgb = table[:, :3].astype(np.int64) if c >= 3 else table[:, :1].astype(np.int64).repeat(3, axis=1)
+    order = np.lexsort((np.arange(len(table)), rgb @ np.array([299, 587, 114])))
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    plane = rank[index].astype(np.uint8).reshape(h, w, 1)
+    head = bytes([MODE_PALETTE, len(table) - 1]) + table[order].tobytes()
+    return head + encode_filtered(plane, max(0, to_beat - len(head)))
+
+
+def decode_palette(data: bytes, shape) -> np.ndarray:
+    h, w, c = shape
+    if len(data) < 2:
+        raise ValueError("bad palette header")
+    n = data[1] + 1
+    start = 2 + n * c
+    if len(data) < start + 3 or data[start] != MODE_FILTERED:
+        raise ValueError("bad palette payload")
+    table = np.frombuffer(data, np.uint8, n * c, 2).reshape(n, c)
+    index = decode_filtered(data[start:], (h, w, 1))[:, :, 0]
+    if int(index.max(initial=0)) >= n:
+        raise ValueError("palette index out of range")
+    return table[index]
+
+
 def encode_plane(plane: np.ndarray) -> bytes:
     """An (H, W, 1) uint8 plane (e.g. alpha of a lossy image), losslessly."""
     return encode_filtered(plane, 0)
