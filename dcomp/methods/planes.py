@@ -18,8 +18,9 @@ MODE_FILTERED = 1  # the payload's first byte, as mlp's mode numbers have it
 BACKEND_ZSTD, BACKEND_XZ = 0, 1
 
 
-def encode_filtered(image: np.ndarray, to_beat: int) -> bytes:
-    """Graphics mode: try the filters with fast zstd, then spend effort only if competitive."""
+def encode_filtered(image: np.ndarray, to_beat: int, effort: bool = False) -> bytes:
+    """Graphics mode: try the filters with fast zstd, then spend effort only if competitive
+    (or always, with `effort`)."""
     planes = np.moveaxis(F.colour_forward(image), 2, 0)
     fast = zstandard.ZstdCompressor(level=3)
     trials = {kind: F.filter_forward(planes, kind).tobytes() for kind in (F.NONE, F.LEFT, F.UP, F.GRADIENT)}
@@ -29,12 +30,18 @@ def encode_filtered(image: np.ndarray, to_beat: int) -> bytes:
     best = bytes([MODE_FILTERED, kind, BACKEND_ZSTD]) + fast.compress(raw)
     # zstd 19 and LZMA gain 6-10% over fast zstd on filtered photographs: beyond 10% they
     # cannot win, and trying them cost 1.3 s on two Kodak images (measured).
-    if sizes[kind] < 1.1 * to_beat:
-        for backend, blob in ((BACKEND_ZSTD, zstandard.ZstdCompressor(level=19).compress(raw)),
-                              (BACKEND_XZ, lzma.compress(raw, format=lzma.FORMAT_RAW,
-                                                         filters=[{"id": lzma.FILTER_LZMA2, "preset": 9}]))):
+    if effort or sizes[kind] < 1.1 * to_beat:
+        # With effort (index planes, whose statistics are not a photo's), LZMA tries every
+        # filter: fast zstd's favourite is often not LZMA's. PRESET_EXTREME searches harder; the
+        # stream's properties, hence its decoder, are preset 9's.
+        preset = 9 | (lzma.PRESET_EXTREME if effort else 0)
+        blobs = [(kind, BACKEND_ZSTD, zstandard.ZstdCompressor(level=19).compress(raw))]
+        for k in (trials if effort else [kind]):
+            blobs.append((k, BACKEND_XZ, lzma.compress(trials[k], format=lzma.FORMAT_RAW,
+                                                       filters=[{"id": lzma.FILTER_LZMA2, "preset": preset}])))
+        for k, backend, blob in blobs:
             if len(blob) + 3 < len(best):
-                best = bytes([MODE_FILTERED, kind, backend]) + blob
+                best = bytes([MODE_FILTERED, k, backend]) + blob
     return best
 
 
@@ -87,7 +94,9 @@ def encode_palette(image: np.ndarray, to_beat: int) -> bytes | None:
     rank[order] = np.arange(len(order))
     plane = rank[index].astype(np.uint8).reshape(h, w, 1)
     head = bytes([MODE_PALETTE, len(table) - 1]) + table[order].tobytes()
-    return head + encode_filtered(plane, max(0, to_beat - len(head)))
+    # An index plane is one byte a pixel and its statistics are not a photo's: the stronger
+    # back-ends are always worth trying on it.
+    return head + encode_filtered(plane, max(0, to_beat - len(head)), effort=True)
 
 
 def decode_palette(data: bytes, shape) -> np.ndarray:
