@@ -103,6 +103,34 @@ class PixelFilter(nn.Module):
         return x + self.out(F.gelu(self.inp(x)))
 
 
+class BlockTransforms(nn.Module):
+    """The lossy methods' transforms. Analysis: BlockAnalysis, then a residual block across
+    neighbouring blocks. Synthesis: two residual blocks, BlockSynthesis, a PixelFilter."""
+
+    def __init__(self, analysis_hidden: int = 64, synthesis_hidden: int = 96, post_hidden: int = 32):
+        super().__init__()
+        self.block_analysis = BlockAnalysis()
+        self.analysis_residual = Residual(BLOCK_LATENTS, analysis_hidden)
+        self.synthesis_residuals = nn.Sequential(Residual(BLOCK_LATENTS, synthesis_hidden),
+                                                 Residual(BLOCK_LATENTS, synthesis_hidden))
+        self.block_synthesis = BlockSynthesis()
+        self.post = PixelFilter(post_hidden)
+
+    def analysis(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in 0..1, H and W multiples of 8 -> (N, 192, H/8, W/8)."""
+        return self.analysis_residual(self.block_analysis(x))
+
+    def synthesis(self, y: torch.Tensor) -> torch.Tensor:
+        """Dequantized latents -> (N, 3, 8h, 8w), not yet clamped."""
+        return self.post(self.block_synthesis(self.synthesis_residuals(y)))
+
+    def architecture(self) -> dict:
+        """The constructor's arguments, as weights files record them."""
+        return {"analysis_hidden": self.analysis_residual.mid.in_channels,
+                "synthesis_hidden": self.synthesis_residuals[0].mid.in_channels,
+                "post_hidden": self.post.inp.out_channels}
+
+
 class QualityGains(nn.Module):
     """Per quality, a gain per latent channel before rounding and an inverse gain after it:
     one model serves every quality."""

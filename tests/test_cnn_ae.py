@@ -21,7 +21,8 @@ from dcomp import container, registry
 from dcomp.varint import read_varint, write_varint
 from dcomp.entropy import laplace
 from dcomp.errors import CorruptFileError, UnsupportedError, WeightsError
-from dcomp.entropy.context_model import dc_from_residual, dc_residual, group_bins
+from dcomp.entropy.context_model import group_bins
+from dcomp.entropy.dc import dc_from_residual, dc_residual
 from dcomp.layers import BLOCK_LATENTS as LATENT
 from dcomp.methods import cnn_ae, lossy
 

@@ -82,9 +82,7 @@ def run(folder: Path, limit: int | None = None, log=print) -> dict:
         dec_s.append(time.perf_counter() - start)
         fields = api.info(data)
         coded += np.array(fields["iteration_bytes"]) * 8
-        gh, gw = codec.grid(h, w)
-        padded = np.pad(image, ((0, gh * 8 - h), (0, gw * 8 - w), (0, 0)), mode="edge")
-        q = codec.latents(padded, n, "cpu")
+        q = codec.latents(codec.padded_rgb(image), n, "cpu")
         raw += decisions_per_iteration(q, weights.layout, weights.prior)
         h0 += memoryless_bits(q, weights.layout)
         pixels += h * w

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dcomp.entropy.dc import dc_from_residual, dc_residual
 from dcomp.errors import CorruptFileError
 
 TOP = 24  # the plane of a channel not coded yet; |Q| stays below 2**TOP
@@ -195,19 +196,6 @@ def _exp_golomb(bits: AdaptiveBits, length_contexts: np.ndarray, values: np.ndar
     return out - 1
 
 
-def _dc_residual(d: np.ndarray) -> np.ndarray:
-    r = d.copy()
-    r[..., :, 1:] = d[..., :, 1:] - d[..., :, :-1]
-    r[..., 1:, 0] = d[..., 1:, 0] - d[..., :-1, 0]
-    return r
-
-
-def _dc_from_residual(r: np.ndarray) -> np.ndarray:
-    d = r.copy()
-    d[..., :, 0] = np.cumsum(r[..., :, 0], axis=-1)
-    return np.cumsum(d, axis=-1)
-
-
 class Layout:
     """The schedule and channel grouping a weights file fixes; validated on load."""
 
@@ -311,7 +299,7 @@ def _code_dc(state: State, bits: AdaptiveBits, chans, old, new, q) -> None:
         cs, col = chans[start], colour.reshape(shape)[start].ravel()
         truth = None
         if q is not None:
-            truth = _dc_residual(q[cs] >> new[cs][:, None, None]).ravel()
+            truth = dc_residual(q[cs] >> new[cs][:, None, None]).ravel()
         nonzero = bits.code(space.dc_zero + col, None if truth is None else truth != 0)
         idx = np.flatnonzero(nonzero)
         negative = bits.code(space.dc_sign + col[idx], None if truth is None else truth[idx] < 0)
@@ -319,7 +307,7 @@ def _code_dc(state: State, bits: AdaptiveBits, chans, old, new, q) -> None:
                           else np.abs(truth[idx]) - 1, len(idx)) + 1
         r = np.zeros(len(col), np.int64)
         r[idx] = np.where(negative == 1, -mag, mag)
-        d = _dc_from_residual(r.reshape((len(cs),) + shape[1:]))
+        d = dc_from_residual(r.reshape((len(cs),) + shape[1:]))
         if np.abs(d).max(initial=0) >= (1 << TOP):
             raise CorruptFileError("corrupted latent stream (DC value out of range)")
         state.magnitude[cs] = d

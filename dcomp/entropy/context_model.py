@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcomp.entropy import ans
+from dcomp.entropy.dc import dc_from_residual, dc_residual
 from dcomp.entropy.laplace import build_tables, likelihood
 from dcomp.errors import CorruptFileError, UnsupportedError, WeightsError
 from dcomp.varint import read_varint, write_varint
@@ -92,20 +93,6 @@ def group_bins(layout: ContextLayout, y):
         if ac:
             running = running + abs(y[..., ac, :, :]).sum(axis=-3)
         yield _bins_from_activity(_box3(running), layout.bins)
-
-
-def dc_residual(d: np.ndarray) -> np.ndarray:
-    """DC channels (..., k, h, w) minus their left neighbour (first column: the one above)."""
-    r = d.copy()
-    r[..., :, 1:] = d[..., :, 1:] - d[..., :, :-1]
-    r[..., 1:, 0] = d[..., 1:, 0] - d[..., :-1, 0]
-    return r
-
-
-def dc_from_residual(r: np.ndarray) -> np.ndarray:
-    d = r.copy()
-    d[..., :, 0] = np.cumsum(r[..., :, 0], axis=-1)
-    return np.cumsum(d, axis=-1)
 
 
 def _dc_prediction(d: torch.Tensor) -> torch.Tensor:

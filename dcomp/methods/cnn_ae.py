@@ -26,14 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from dcomp import weights as W
 from dcomp.entropy.context_model import ContextEntropyModel, ContextLayout
 from dcomp.errors import WeightsError
-from dcomp.layers import BLOCK, BLOCK_LATENTS, BlockAnalysis, BlockSynthesis, PixelFilter, QualityGains, Residual, \
-    jpeg_log_gains
-from dcomp.methods.lossy import LossyCodec, resolve_device, tiled
+from dcomp.layers import BLOCK, BLOCK_LATENTS, BlockTransforms, QualityGains, jpeg_log_gains
+from dcomp.methods.lossy import LossyCodec, image_tensor, resolve_device, tiled
 
 QUALITIES = 8
 LAMBDAS = (0.0008, 0.00145, 0.0026, 0.0047, 0.0085, 0.0154, 0.0277, 0.05)  # D in MSE of 0..255 pixels
@@ -61,25 +59,11 @@ LAYOUT = ContextLayout(groups=channel_groups(), dc_channels=DC_CHANNELS, bins=BI
 
 # ---------------------------------------------------------------- transforms and entropy model
 
-class BlockAutoencoder(nn.Module):
+class BlockAutoencoder(BlockTransforms):
     def __init__(self, analysis_hidden: int = 64, synthesis_hidden: int = 96, post_hidden: int = 32):
-        super().__init__()
-        self.block_analysis = BlockAnalysis()
-        self.analysis_residual = Residual(BLOCK_LATENTS, analysis_hidden)
-        self.synthesis_residuals = nn.Sequential(Residual(BLOCK_LATENTS, synthesis_hidden),
-                                                 Residual(BLOCK_LATENTS, synthesis_hidden))
-        self.block_synthesis = BlockSynthesis()
-        self.post = PixelFilter(post_hidden)
+        super().__init__(analysis_hidden, synthesis_hidden, post_hidden)
         self.gains = QualityGains(jpeg_log_gains(JPEG_INIT_QUALITY))
         self.entropy = ContextEntropyModel(LAYOUT)
-
-    def analysis(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) in 0..1, H and W multiples of 8 -> (N, 192, H/8, W/8)."""
-        return self.analysis_residual(self.block_analysis(x))
-
-    def synthesis(self, y: torch.Tensor) -> torch.Tensor:
-        """Dequantized latents -> (N, 3, 8h, 8w), not yet clamped."""
-        return self.post(self.block_synthesis(self.synthesis_residuals(y)))
 
     # ------------------------------------------------------------ the rate-distortion forward
 
@@ -184,9 +168,7 @@ def build_model(file: W.WeightsFile | None = None) -> BlockAutoencoder:
 def save_weights(net: BlockAutoencoder, path: Path, method: str) -> None:
     """Float parameters, the architecture and the integer coding tables made from them."""
     params = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in net.state_dict().items()}
-    arch = {"name": ARCHITECTURE, "analysis_hidden": net.analysis_residual.mid.in_channels,
-            "synthesis_hidden": net.synthesis_residuals[0].mid.in_channels,
-            "post_hidden": net.post.inp.out_channels}
+    arch = {"name": ARCHITECTURE, **net.architecture()}
     W.write_npz(path, params, net.entropy.export_tables(), {"method": method, "architecture": arch})
 
 
@@ -225,26 +207,13 @@ class CnnAeCodec(LossyCodec):
     qualities = range(1, QUALITIES + 1)
     block = BLOCK
     refine_iterations = 0
-
-    def __init__(self, name: str, method_id: int, weights: Path):
-        super().__init__(name, method_id, weights)
-        self.bitstream = name
-        self._weights: Weights | None = None
-
-    @property
-    def weights(self) -> Weights:
-        if self._weights is None:
-            self._weights = Weights(self.path)
-        return self._weights
-
-    def model_id(self) -> bytes:
-        return self.weights.model_id
+    weights_class = Weights
 
     def latents(self, rgb: np.ndarray, quality: int, device: str = "auto") -> np.ndarray:
         dev = resolve_device(device)
         net = self.weights.net(dev)
         grid = (rgb.shape[0] // BLOCK, rgb.shape[1] // BLOCK)
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).to(dev).permute(2, 0, 1)[None].float() / 255.0
+        x = image_tensor(rgb, dev)
         q = quality - 1
         gain, _ = net.gains(torch.tensor([q], device=dev))
         with torch.no_grad():

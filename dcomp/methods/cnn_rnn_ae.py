@@ -38,9 +38,9 @@ from dcomp import weights as W
 from dcomp.container import Header
 from dcomp.entropy import bitplane
 from dcomp.errors import CorruptFileError, UnsupportedError, WeightsError
-from dcomp.layers import BLOCK, BLOCK_LATENTS, BlockAnalysis, BlockSynthesis, ConvGRUCell, PixelFilter, Residual
+from dcomp.layers import BLOCK, BLOCK_LATENTS, BlockTransforms, ConvGRUCell
 from dcomp.methods.cnn_ae import DC_CHANNELS, HALO, channel_groups
-from dcomp.methods.lossy import LossyCodec, resolve_device, tiled
+from dcomp.methods.lossy import LossyCodec, image_tensor, resolve_device, tiled
 from dcomp.methods.planes import decode_plane, encode_plane
 
 ITERATIONS = 16
@@ -49,16 +49,10 @@ ARCHITECTURE = "progressive-block-autoencoder"
 
 # ---------------------------------------------------------------- transforms and recurrent decoder
 
-class ProgressiveAutoencoder(nn.Module):
+class ProgressiveAutoencoder(BlockTransforms):
     def __init__(self, planes: np.ndarray, analysis_hidden: int = 64, synthesis_hidden: int = 96,
                  post_hidden: int = 32, recurrent_hidden: int = 32):
-        super().__init__()
-        self.block_analysis = BlockAnalysis()
-        self.analysis_residual = Residual(BLOCK_LATENTS, analysis_hidden)
-        self.synthesis_residuals = nn.Sequential(Residual(BLOCK_LATENTS, synthesis_hidden),
-                                                 Residual(BLOCK_LATENTS, synthesis_hidden))
-        self.block_synthesis = BlockSynthesis()
-        self.post = PixelFilter(post_hidden)
+        super().__init__(analysis_hidden, synthesis_hidden, post_hidden)
         self.log_gain = nn.Parameter(torch.zeros(BLOCK_LATENTS))
         self.log_inverse_gain = nn.Parameter(torch.zeros(BLOCK_LATENTS))
         iterations = planes.shape[0] - 1
@@ -73,10 +67,7 @@ class ProgressiveAutoencoder(nn.Module):
 
     def latents(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in 0..1 -> (N, 192, H/8, W/8) at the finest step's scale (round to code)."""
-        return self.analysis_residual(self.block_analysis(x)) * torch.exp(self.log_gain)[None, :, None, None]
-
-    def synthesis(self, y: torch.Tensor) -> torch.Tensor:
-        return self.post(self.block_synthesis(self.synthesis_residuals(y)))
+        return self.analysis(x) * torch.exp(self.log_gain)[None, :, None, None]
 
     def decode_step(self, dequantized: torch.Tensor, h: torch.Tensor | None, k: int):
         """Latents decoded after iteration k (1-based, finest units) and the recurrent state ->
@@ -140,9 +131,7 @@ def layout_of(file: W.WeightsFile) -> bitplane.Layout:
 def save_weights(net: ProgressiveAutoencoder, planes: np.ndarray, prior: np.ndarray, path: Path,
                  meta: dict | None = None) -> None:
     params = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in net.state_dict().items()}
-    arch = {"name": ARCHITECTURE, "analysis_hidden": net.analysis_residual.mid.in_channels,
-            "synthesis_hidden": net.synthesis_residuals[0].mid.in_channels,
-            "post_hidden": net.post.inp.out_channels, "recurrent_hidden": net.recurrent.hidden}
+    arch = {"name": ARCHITECTURE, **net.architecture(), "recurrent_hidden": net.recurrent.hidden}
     W.write_npz(path, params, {"planes": planes.astype(np.int64), "prior": prior.astype(np.int64)},
                 {"method": "cnn-rnn-ae", "architecture": arch, **(meta or {})})
 
@@ -175,26 +164,13 @@ class CnnRnnAeCodec(LossyCodec):
     qualities = range(1, ITERATIONS + 1)
     block = BLOCK
     progressive = True
-
-    def __init__(self, name: str, method_id: int, weights: Path):
-        super().__init__(name, method_id, weights)
-        self.bitstream = name
-        self._weights: Weights | None = None
-
-    @property
-    def weights(self) -> Weights:
-        if self._weights is None:
-            self._weights = Weights(self.path)
-        return self._weights
-
-    def model_id(self) -> bytes:
-        return self.weights.model_id
+    weights_class = Weights
 
     def latents(self, rgb: np.ndarray, quality: int, device: str = "auto") -> np.ndarray:
         dev = resolve_device(device)
         net = self.weights.net(dev)
         grid = (rgb.shape[0] // BLOCK, rgb.shape[1] // BLOCK)
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).to(dev).permute(2, 0, 1)[None].float() / 255.0
+        x = image_tensor(rgb, dev)
         with torch.no_grad():
             v = tiled(net.latents, x, BLOCK, 1, grid, BLOCK_LATENTS, HALO)
         limit = (1 << bitplane.TOP) - 1
@@ -203,11 +179,7 @@ class CnnRnnAeCodec(LossyCodec):
     def encode(self, image: np.ndarray, quality: int | None, device: str = "auto") -> list[bytes]:
         if quality not in self.qualities:
             raise UnsupportedError(f"{self.name} needs a quality (iterations) in 1..{ITERATIONS}")
-        rgb = image[:, :, :3] if image.shape[2] >= 3 else np.repeat(image[:, :, :1], 3, axis=2)
-        h, w = rgb.shape[:2]
-        gh, gw = self.grid(h, w)
-        padded = np.pad(rgb, ((0, gh * BLOCK - h), (0, gw * BLOCK - w), (0, 0)), mode="edge")
-        q = self.latents(padded, quality, device)
+        q = self.latents(self.padded_rgb(image), quality, device)
         sections = [encode_plane(image[:, :, 3:])] if image.shape[2] == 4 else []
         return sections + bitplane.encode_iterations(self.weights.layout, self.weights.prior, q, quality)
 

@@ -51,21 +51,37 @@ def tiled(fn, src, scale_in: int, scale_out: int, grid: tuple[int, int], channel
     return out
 
 
+def image_tensor(rgb: np.ndarray, device: str):
+    """(H, W, 3) uint8 to a (1, 3, H, W) float tensor in 0..1 on the device."""
+    import torch
+    return torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1)[None].float() / 255.0
+
+
 class LossyCodec:
     """Base of the lossy codecs; name and id come from the registry."""
     lossless = False
     qualities: range
     block: int  # pixels per latent position along each side
     bitstream: str  # which encoder and entropy model the files are written with
+    weights_class: type  # the method's loaded weights: built from a path, with a model_id
 
     def __init__(self, name: str, method_id: int, weights: Path):
         self.name, self.method_id, self.path = name, method_id, Path(weights)
+        self.bitstream = name
+        self._weights = None
 
-    # -- supplied by each method
+    @property
+    def weights(self):
+        """The weights, loaded on first use (a missing file is a WeightsError then)."""
+        if self._weights is None:
+            self._weights = self.weights_class(self.path)
+        return self._weights
 
     def model_id(self) -> bytes:
         """4 bytes identifying the weights that parse the files (encoder and entropy model)."""
-        raise NotImplementedError
+        return self.weights.model_id
+
+    # -- supplied by each method
 
     def latents(self, rgb: np.ndarray, quality: int, device: str) -> np.ndarray:
         """(H, W, 3) uint8, H and W multiples of the block, to integer latents (C, H/b, W/b)."""
@@ -86,15 +102,18 @@ class LossyCodec:
     def grid(self, height: int, width: int) -> tuple[int, int]:
         return -(-height // self.block), -(-width // self.block)
 
-    def encode(self, image: np.ndarray, quality: int | None, device: str = "auto") -> list[bytes]:
-        if quality not in self.qualities:
-            raise UnsupportedError(f"{self.name} needs a quality in {self.qualities.start}..{self.qualities.stop - 1}")
+    def padded_rgb(self, image: np.ndarray) -> np.ndarray:
+        """The image's colour (greyscale as R = G = B) padded to whole blocks by repeating edge
+        pixels: the padded area costs few bits and is cropped off after decoding."""
         rgb = image[:, :, :3] if image.shape[2] >= 3 else np.repeat(image[:, :, :1], 3, axis=2)
         h, w = rgb.shape[:2]
         gh, gw = self.grid(h, w)
-        # Edge padding: the padded area costs few bits and is cropped off after decoding.
-        padded = np.pad(rgb, ((0, gh * self.block - h), (0, gw * self.block - w), (0, 0)), mode="edge")
-        sections = [self.compress_latents(self.latents(padded, quality, device), quality)]
+        return np.pad(rgb, ((0, gh * self.block - h), (0, gw * self.block - w), (0, 0)), mode="edge")
+
+    def encode(self, image: np.ndarray, quality: int | None, device: str = "auto") -> list[bytes]:
+        if quality not in self.qualities:
+            raise UnsupportedError(f"{self.name} needs a quality in {self.qualities.start}..{self.qualities.stop - 1}")
+        sections = [self.compress_latents(self.latents(self.padded_rgb(image), quality, device), quality)]
         if image.shape[2] == 4:
             sections.append(encode_plane(image[:, :, 3:]))
         return sections
