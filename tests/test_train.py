@@ -74,3 +74,27 @@ def test_gan_trainer(photos, tmp_path, method):
     again = T.train(photos, out, method, init, steps=1, crop=16, batch=2, val_every=1, resume=True,
                     log=lambda m: None)
     assert again["curve"][-1]["step"] == 3
+
+
+def test_cnn_rnn_ae_trainer(photos, tmp_path):
+    from dcomp.methods.cnn_rnn_ae import ITERATIONS, CnnRnnAeCodec
+    from dcomp.train import cnn_rnn_ae as T
+
+    out = tmp_path / "cnn-rnn-ae.npz"
+    init = registry.weights_dir() / "cnn-ae-ft.npz"
+    kwargs = dict(minutes=5, crop=16, batch=2, seed=0, threads=1, recurrent_hidden=8, extra=None, log=lambda m: None)
+    record = T.train(photos, init, out, steps=2, resume=False, **kwargs)
+    assert_published(out)
+    planes = W.load(out).arrays["planes"]
+    assert planes.shape == (ITERATIONS + 1, 192)
+    assert record["steps"] == 2 and len(record["curve"][0]["val_psnr"]) == ITERATIONS
+    codec = CnnRnnAeCodec("cnn-rnn-ae", 6, out)
+    sections = codec.encode(PHOTO, 5)
+    assert len(sections) == 5
+    from dcomp.container import Header
+
+    header = Header(6, codec.model_id(), PHOTO.shape[1], PHOTO.shape[0], "RGB", 0)
+    assert codec.decode(header, sections).shape == PHOTO.shape
+    again = T.train(photos, init, out, steps=3, resume=True, **kwargs)
+    assert again["steps"] == 3 and [r["steps"] for r in again["runs"]] == [[0, 2], [2, 3]]
+    assert np.array_equal(W.load(out).arrays["planes"], planes)  # the schedule is kept on resume

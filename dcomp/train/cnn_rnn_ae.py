@@ -3,12 +3,12 @@ recurrent decoder.
 
 1. The transforms come from the cnn-ae-ft weights (`--init`), so the first iteration is
    already a working transform codec.
-2. The schedule: at iteration k each channel's step is cnn-ae-ft's trained step at the
-   matching point of its quality ladder (interpolated between its eight qualities and
-   extended past both ends), rounded to a power of two. A channel starts only at a plane
-   where some of its training latents are significant.
-3. The priors of the binary model: its decisions counted over the training photos, scaled
-   down so that each image's own statistics soon dominate.
+2. The schedule: which channel drops a bit plane at which iteration, chosen greedily by
+   distortion saved per bit along each channel's rate-distortion hull on training crops,
+   cut where the rate reaches each iteration's target (geometric from FIRST_BPP to
+   LAST_BPP). The finest step is FINEST_EXTRA_PLANES halvings below cnn-ae-ft's finest.
+3. The priors of the binary model: its decisions counted over training crops, scaled to
+   PRIOR_TOTAL per context (counted again whenever the weights are written).
 4. The decoder (recurrent cell, synthesis, inverse gains) is trained on random crops to
    minimize the mean log-MSE over the iterations. The bits do not change with it, so the
    schedule and priors stay valid.
@@ -142,11 +142,8 @@ def count_priors(layout: bitplane.Layout, latents: list[np.ndarray]) -> np.ndarr
     """Decision counts per context over the images' latents, scaled to PRIOR_TOTAL per context."""
     total = np.zeros((layout.space.size, 2), np.int64)
     for q in latents:
-        bits = bitplane.AdaptiveBits(layout.space, None)
-        bits.counts[:] = 0
         state = bitplane.State(layout, *q.shape[1:])
-        # Raw tallies: no halving, no coder.
-        tally = _Tally(layout.space)
+        tally = _Tally(layout.space)  # raw tallies: no halving, no coder
         for _ in range(layout.iterations):
             bitplane.code_iteration(state, tally, q)
         total += tally.counts
@@ -171,8 +168,8 @@ class _Tally:
         return bits
 
 
-def initial_model(init: Path) -> ProgressiveAutoencoder:
-    """cnn-ae-ft's transforms with base gains at the finest step; the schedule is set later."""
+def initial_model(init: Path) -> tuple[cnn_ae.BlockAutoencoder, np.ndarray, np.ndarray]:
+    """The cnn-ae-ft network and its per-quality log gains and log inverse gains."""
     file = W.load(init)
     source = cnn_ae.build_model(file)
     log_gain = source.gains.log_gain.detach().numpy().astype(np.float64)
@@ -180,8 +177,9 @@ def initial_model(init: Path) -> ProgressiveAutoencoder:
     return source, log_gain, log_inverse
 
 
-def assemble(source, log_gain: np.ndarray, log_inverse: np.ndarray, planes: np.ndarray,
+def assemble(source: cnn_ae.BlockAutoencoder, log_gain: np.ndarray, log_inverse: np.ndarray, planes: np.ndarray,
              recurrent_hidden: int) -> ProgressiveAutoencoder:
+    """cnn-ae-ft's transforms in a ProgressiveAutoencoder with base gains at the finest step."""
     net = ProgressiveAutoencoder(planes, recurrent_hidden=recurrent_hidden)
     state = net.state_dict()
     for name, value in source.state_dict().items():
@@ -246,8 +244,9 @@ def _fmt(values: list[float]) -> str:
 
 def prior_crops(photos: list[np.ndarray], seed: int) -> list[np.ndarray]:
     """The training crops the schedule and the priors are computed from (the same on resume)."""
-    large = [a for a in photos if min(a.shape[:2]) >= PRIOR_CROP]
-    return list(random_crops(large, PRIOR_CROPS, PRIOR_CROP, np.random.default_rng(seed + PRIOR_SEED)))
+    size = min(PRIOR_CROP, max(min(a.shape[:2]) for a in photos) // 8 * 8)  # small photos: smaller crops
+    large = [a for a in photos if min(a.shape[:2]) >= size]
+    return list(random_crops(large, PRIOR_CROPS, size, np.random.default_rng(seed + PRIOR_SEED)))
 
 
 def train(data: Path, init: Path, out: Path, steps: int, minutes: float, crop: int, batch: int, seed: int,
