@@ -168,22 +168,16 @@ def truncate(data: bytes, iterations: int | None = None, max_bytes: int | None =
     codec = registry.by_id(header.method_id)
     if not _progressive(codec):
         raise UnsupportedError(f"{codec.name} files are not progressive: only cnn-rnn-ae files can be cut")
-    steps = codec.iteration_sections(header, parsed.sections)
-    fixed = len(parsed.sections) - len(steps)  # sections before the iterations (alpha)
-    if iterations is not None:
-        if not 1 <= iterations <= len(steps):
-            raise UnsupportedError(f"--iterations {iterations}: the file has 1..{len(steps)}")
-        return container.Container(header, parsed.sections[:fixed + iterations]).to_bytes()
-    best = None
-    for k in range(1, len(steps) + 1):
-        cut = container.Container(header, parsed.sections[:fixed + k]).to_bytes()
-        if len(cut) > max_bytes:
-            break
-        best = cut
-    if best is None:
-        need = len(container.Container(header, parsed.sections[:fixed + 1]).to_bytes())
-        raise UnsupportedError(f"--bytes {max_bytes}: the first iteration alone takes {need} bytes")
-    return best
+    if iterations is None:  # the most iterations whose prefix fits the budget
+        size = len(data)
+        steps = codec.iteration_sections(header, parsed.sections)
+        iterations = len(steps)
+        while iterations > 1 and size > max_bytes:
+            size -= container.framed_size(steps[iterations - 1])
+            iterations -= 1
+        if size > max_bytes:
+            raise UnsupportedError(f"--bytes {max_bytes}: the first iteration alone takes {size} bytes")
+    return container.Container(header, codec.prefix(header, parsed.sections, iterations)).to_bytes()
 
 
 def _width_height(image) -> tuple[int, int]:
@@ -214,5 +208,5 @@ def info(data: bytes) -> dict:
         steps = codec.iteration_sections(h, parsed.sections)
         fields["quality"] = fields["iterations"] = len(steps)
         # What each iteration adds to the file: its payload with its length and CRC.
-        fields["iteration_bytes"] = [len(container.Container(h, [s]).to_bytes()) - header_bytes for s in steps]
+        fields["iteration_bytes"] = [container.framed_size(s) for s in steps]
     return fields

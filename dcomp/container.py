@@ -60,6 +60,11 @@ class Container:
         return b"".join(parts)
 
 
+def framed_size(payload: bytes) -> int:
+    """Bytes a section with this payload takes in a file: its length, the payload, its CRC."""
+    return len(write_varint(len(payload))) + len(payload) + 4
+
+
 def parse_header(data: bytes) -> tuple[Header, int]:
     """Parse and check the header; return it and the offset of the first section."""
     if len(data) < 2 or data[:2] != MAGIC:

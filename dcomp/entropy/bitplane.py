@@ -121,7 +121,6 @@ class AdaptiveBits:
         self.counts = np.ones((space.size, 2), np.int64) if prior is None else prior.astype(np.int64).copy()
         self.counts[space.raw] = 1
         self.coder, self.decoding = coder, decoding
-        self.decisions = 0
         self.check = 0  # CRC-32 of the decisions since the last reset, packed 8 to a byte
 
     def code(self, contexts: np.ndarray, bits: np.ndarray | None = None) -> np.ndarray:
@@ -136,7 +135,6 @@ class AdaptiveBits:
         return out
 
     def _chunk(self, contexts: np.ndarray, bits: np.ndarray | None) -> np.ndarray:
-        self.decisions += len(contexts)
         if self.coder is not None:
             import constriction
             family = constriction.stream.model.Categorical(perfect=False)

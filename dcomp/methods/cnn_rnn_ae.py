@@ -186,6 +186,13 @@ class CnnRnnAeCodec(LossyCodec):
     def iteration_sections(self, header: Header, sections: list[bytes]) -> list[bytes]:
         return sections[1:] if header.channels == 4 else sections
 
+    def prefix(self, header: Header, sections: list[bytes], iterations: int) -> list[bytes]:
+        """The sections of the file's first `iterations` iterations (alpha included)."""
+        available = len(self.iteration_sections(header, sections))
+        if not 1 <= iterations <= available:
+            raise UnsupportedError(f"--iterations {iterations}: the file has 1..{available}")
+        return sections[:len(sections) - available + iterations]
+
     def decode(self, header: Header, sections: list[bytes], device: str = "auto",
                iterations: int | None = None) -> np.ndarray:
         needed = 2 if header.channels == 4 else 1
@@ -194,11 +201,9 @@ class CnnRnnAeCodec(LossyCodec):
                                    f"file has {len(sections)}")
         if header.quality != 0:
             raise CorruptFileError(f"quality {header.quality} in the header: {self.name} files carry 0")
-        steps = self.iteration_sections(header, sections)
         if iterations is not None:
-            if not 1 <= iterations <= len(steps):
-                raise UnsupportedError(f"--iterations {iterations}: the file has 1..{len(steps)}")
-            steps = steps[:iterations]
+            sections = self.prefix(header, sections, iterations)
+        steps = self.iteration_sections(header, sections)
         h, w = header.height, header.width
         grid = self.grid(h, w)
         alpha = decode_plane(sections[0], (h, w, 1)) if header.channels == 4 else None

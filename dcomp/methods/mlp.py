@@ -335,7 +335,7 @@ class MlpCodec:
             candidates.append(predictive)
         best = min(len(c) for c in candidates)
         candidates.append(encode_filtered(image, best))
-        palette = encode_palette(image, min(len(c) for c in candidates))
+        palette = encode_palette(image)
         if palette is not None:
             candidates.append(palette)
         return [min(candidates, key=len)]

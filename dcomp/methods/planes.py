@@ -70,7 +70,7 @@ MAX_COLOURS = 256
 PALETTE_PROBE = 1 << 14  # pixels sampled first
 
 
-def encode_palette(image: np.ndarray, to_beat: int) -> bytes | None:
+def encode_palette(image: np.ndarray) -> bytes | None:
     """Palette mode, for images of at most 256 distinct pixels (graphics, palette PNGs): the
     colours, then the plane of their indices in the filtered mode. None for other images.
 
@@ -79,13 +79,9 @@ def encode_palette(image: np.ndarray, to_beat: int) -> bytes | None:
     then sees as small differences: 3% smaller than ordering by luma on kodim23 at 64 colours."""
     h, w, c = image.shape
     flat = image.reshape(-1, c)
-    # Distinct pixels without sorting all of them: a pixel as one integer, then np.unique.
-    keys = np.zeros(len(flat), np.int64)
-    for i in range(c):
-        keys = keys * 256 + flat[:, i]
-    if len(np.unique(keys[::max(1, len(keys) // PALETTE_PROBE)])) > MAX_COLOURS:
-        return None  # a photograph: known from a sample, without sorting every pixel
-    colours, index = np.unique(keys, return_inverse=True)
+    if len(np.unique(_pixel_keys(flat[::max(1, len(flat) // PALETTE_PROBE)]))) > MAX_COLOURS:
+        return None  # a photograph: known from a sample, before any work on every pixel
+    colours, index = np.unique(_pixel_keys(flat), return_inverse=True)
     if len(colours) > MAX_COLOURS:
         return None
     table = np.stack([(colours >> (8 * (c - 1 - i))) & 255 for i in range(c)], axis=1).astype(np.uint8)
@@ -96,7 +92,15 @@ def encode_palette(image: np.ndarray, to_beat: int) -> bytes | None:
     head = bytes([MODE_PALETTE, len(table) - 1]) + table[order].tobytes()
     # An index plane is one byte a pixel and its statistics are not a photo's: the stronger
     # back-ends are always worth trying on it.
-    return head + encode_filtered(plane, max(0, to_beat - len(head)), effort=True)
+    return head + encode_filtered(plane, 0, effort=True)
+
+
+def _pixel_keys(flat: np.ndarray) -> np.ndarray:
+    """(n, C) uint8 pixels as one int64 each, for np.unique without sorting rows."""
+    keys = np.zeros(len(flat), np.int64)
+    for i in range(flat.shape[1]):
+        keys = keys * 256 + flat[:, i]
+    return keys
 
 
 def _colour_chain(table: np.ndarray) -> np.ndarray:

@@ -193,28 +193,33 @@ def assemble(source: cnn_ae.BlockAutoencoder, log_gain: np.ndarray, log_inverse:
     return net
 
 
-def latents_of(net: ProgressiveAutoencoder, images: list[np.ndarray]) -> list[np.ndarray]:
-    limit = (1 << bitplane.TOP) - 1
-    out = []
+def float_latents(net: ProgressiveAutoencoder, images: list[np.ndarray]) -> list[np.ndarray]:
+    """Each image's latents (C, h, w) before rounding, from its whole blocks."""
     with torch.no_grad():
-        for a in images:
-            h, w = a.shape[0] // 8 * 8, a.shape[1] // 8 * 8
-            v = net.latents(to_tensor(a[None, :h, :w]))
-            out.append(torch.round(v)[0].clamp(-limit, limit).to(torch.int64).numpy())
-    return out
+        return [net.latents(to_tensor(a[None, :a.shape[0] // 8 * 8, :a.shape[1] // 8 * 8]))[0].numpy()
+                for a in images]
+
+
+def rounded(latents: list[np.ndarray]) -> list[np.ndarray]:
+    """The integer latents the codec codes (as CnnRnnAeCodec.latents rounds them)."""
+    limit = (1 << bitplane.TOP) - 1
+    return [np.clip(np.round(v), -limit, limit).astype(np.int64) for v in latents]
+
+
+def latents_of(net: ProgressiveAutoencoder, images: list[np.ndarray]) -> list[np.ndarray]:
+    return rounded(float_latents(net, images))
 
 
 def build_initial(init: Path, images: list[np.ndarray], recurrent_hidden: int, log):
     """The untrained model: (net, planes, prior)."""
     source, log_gain, log_inverse = initial_model(init)
     probe = assemble(source, log_gain, log_inverse, np.full((ITERATIONS + 1, 192), bitplane.TOP), recurrent_hidden)
+    floats = float_latents(probe, images)
     with torch.no_grad():
-        v = torch.cat([probe.latents(to_tensor(a[None, :a.shape[0] // 8 * 8, :a.shape[1] // 8 * 8]))
-                       for a in images]).permute(1, 0, 2, 3).numpy().astype(np.float64)
         column = (probe.block_synthesis.weight[:, :, 0, 0] ** 2).sum(0)
         weight = (column * torch.exp(probe.log_inverse_gain) ** 2).numpy().astype(np.float64)
-    planes = schedule(v, weight)
-    lat = latents_of(probe, images)
+    planes = schedule(np.stack(floats, axis=1).astype(np.float64), weight)
+    lat = rounded(floats)
     net = assemble(source, log_gain, log_inverse, planes, recurrent_hidden)
     layout = bitplane.Layout(planes, cnn_ae.channel_groups(), DC_CHANNELS)
     prior = count_priors(layout, lat)
