@@ -80,20 +80,23 @@ train-mlp:
 	.venv/bin/dcomp train mlp --data $(DATA)/photos-train --out weights/mlp.npz --steps 12000 --force
 
 # The committed lossy weights: pre-training, then fine-tuning (add --resume to continue either).
+# The wavelet backbone (dcomp/lifting.py): tables fitted to the untrained transform first (the
+# curve's step 0 is that classical floor), then the whole model, then cnn-ae-ft fine-tuned from it.
 train-cnn-ae:
-	.venv/bin/dcomp train cnn-ae --data $(DATA)/photos-train --cifar $(DATA)/cifar10-subset --steps 4500 \
-		--out weights/cnn-ae.npz --force
+	.venv/bin/dcomp train cnn-ae --data $(DATA)/photos-train --extra $(DATA)/photos-train-extra \
+		--cifar $(DATA)/cifar10-subset --minutes 55 --crop 256 --batch 4 --threads 1 --out weights/cnn-ae.npz --force
 
 train-cnn-ae-ft:
-	.venv/bin/dcomp train cnn-ae-ft --data $(DATA)/photos-train --init weights/cnn-ae.npz --minutes 35 \
-		--out weights/cnn-ae-ft.npz --force
+	.venv/bin/dcomp train cnn-ae-ft --data $(DATA)/photos-train --extra $(DATA)/photos-train-extra \
+		--init weights/cnn-ae.npz --minutes 25 --crop 384 --batch 2 --threads 1 --out weights/cnn-ae-ft.npz --force
 
-# The GAN decoders, fine-tuned from the committed cnn-ae-ft (rerun both when it changes).
-# Schedule and binary priors from cnn-ae-ft, then the recurrent decoder (--resume continues it).
+# Schedule and binary priors from the block-transform cnn-ae-ft (retired as cnn-ae-ft's backbone,
+# kept in weights/legacy), then the recurrent decoder (--resume continues it).
 train-cnn-rnn-ae:
 	.venv/bin/dcomp train cnn-rnn-ae --data $(DATA)/photos-train --extra $(DATA)/photos-train-extra \
-		--init weights/cnn-ae-ft.npz --minutes 55 --out weights/cnn-rnn-ae.npz --force
+		--init weights/legacy/cnn-ae-ft.e938af17.npz --minutes 55 --out weights/cnn-rnn-ae.npz --force
 
+# The GAN decoders, fine-tuned from the committed cnn-ae-ft (rerun both when it changes).
 train-gan-ae:
 	.venv/bin/dcomp train gan-ae --data $(DATA)/photos-train --init weights/cnn-ae-ft.npz --minutes 45 \
 		--out weights/gan-ae.npz --force

@@ -142,8 +142,11 @@ def decompress_report(data: bytes, device: str = "auto", max_pixels: int = DEFAU
                                    f"(decoders of this file: {', '.join(readable)})")
         codec = chosen
     if codec.model_id() != header.model_id:
-        raise WeightsError(f"file was made with other {codec.name} weights (model id {header.model_id.hex()}, "
-                           f"installed {codec.model_id().hex()})")
+        retired = registry.legacy(codec.name, header.model_id)
+        if retired is None:
+            raise WeightsError(f"file was made with other {codec.name} weights (model id {header.model_id.hex()}, "
+                               f"installed {codec.model_id().hex()}, none kept in weights/legacy)")
+        codec = retired
     quality = header.quality or None
     if _progressive(codec):
         available = len(codec.iteration_sections(header, parsed.sections))

@@ -580,21 +580,22 @@ def _refuse_existing_weights(out: Path, replace: bool) -> None:
         _fail(f"{existing[0]} exists (use --force to replace it, or --resume to continue training it)", EXIT_USAGE)
 
 
-def _train_cnn_ae(method: str, data: Path, out: Path, cifar: Optional[Path], init: Optional[Path], steps: int,
-                  minutes: float, crop: int, batch: int, lr_scale: float, resume: bool, force: bool,
-                  seed: int) -> None:
-    from dcomp.train.cnn_ae import train
+def _train_cnn_ae(method: str, data: Path, extra: Optional[Path], out: Path, cifar: Optional[Path],
+                  init: Optional[Path], steps: int, minutes: float, crop: int, batch: int, lr_scale: float,
+                  resume: bool, force: bool, seed: int, threads: int) -> None:
+    from dcomp.train.cnn_ae import BLOCK, train
 
-    if not data.is_dir():
-        _fail(f"{data}: no such folder", EXIT_USAGE)
+    for folder in (data, extra):
+        if folder is not None and not folder.is_dir():
+            _fail(f"{folder}: no such folder", EXIT_USAGE)
     if init is not None and not init.is_file():
         _fail(f"{init}: no such weights file", EXIT_USAGE)
-    if crop % 8 or crop < 32:
-        _fail("--crop must be a multiple of 8, at least 32", EXIT_USAGE)
+    if crop % BLOCK:
+        _fail(f"--crop must be a multiple of {BLOCK}", EXIT_USAGE)
     _refuse_existing_weights(out, resume or force)
     try:
-        record = train(data, out, cifar_dir=cifar, init=init, steps=steps, minutes=minutes, crop=crop, batch=batch,
-                       lr_scale=lr_scale, resume=resume, seed=seed, method=method,
+        record = train(data, out, extra=extra, cifar_dir=cifar, init=init, steps=steps, minutes=minutes, crop=crop,
+                       batch=batch, lr_scale=lr_scale, resume=resume, seed=seed, threads=threads, method=method,
                        log=lambda m: err.print(m, highlight=False))
     except (DcompError, ValueError) as exc:
         _fail(str(exc), EXIT_FAILED)
@@ -605,6 +606,7 @@ def _train_cnn_ae(method: str, data: Path, out: Path, cifar: Optional[Path], ini
 @train_app.command("cnn-ae")
 def train_cnn_ae(
     data: Path = typer.Option(..., "--data", help="Folder of training photographs (never the evaluation set)."),
+    extra: Optional[Path] = typer.Option(None, "--extra", help="A second folder of photographs to train on."),
     cifar: Optional[Path] = typer.Option(None, "--cifar", help="CIFAR-10 archive, or a folder holding it: "
                                                                "every 4th batch is 64 of its training images."),
     out: Path = typer.Option(Path("trained/cnn-ae.npz"), "--out", help="Weights file to write."),
@@ -617,19 +619,21 @@ def train_cnn_ae(
     resume: bool = _flag("--resume", help="Continue from the weights in --out and extend its curve."),
     force: bool = _flag("--force", help="Replace an existing --out (and its .sha256 and .train.json)."),
     seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(2, "--threads", help="CPU threads for torch."),
 ) -> None:
     """Train the cnn-ae autoencoder (all qualities in one model); writes weights, SHA-256, learning curve.
 
     \b
     Example:
-      dcomp train cnn-ae --data ../shared/data/photos-train --minutes 30
+      dcomp train cnn-ae --data ../shared/data/photos-train --extra ../shared/data/photos-train-extra --minutes 30
     """
-    _train_cnn_ae("cnn-ae", data, out, cifar, init, steps, minutes, crop, batch, lr_scale, resume, force, seed)
+    _train_cnn_ae("cnn-ae", data, extra, out, cifar, init, steps, minutes, crop, batch, lr_scale, resume, force, seed, threads)
 
 
 @train_app.command("cnn-ae-ft")
 def train_cnn_ae_ft(
     data: Path = typer.Option(..., "--data", help="Folder of training photographs (never the evaluation set)."),
+    extra: Optional[Path] = typer.Option(None, "--extra", help="A second folder of photographs to train on."),
     init: Optional[Path] = typer.Option(Path("weights/cnn-ae.npz"), "--init",
                                         help="The pre-trained cnn-ae weights to fine-tune."),
     out: Path = typer.Option(Path("trained/cnn-ae-ft.npz"), "--out", help="Weights file to write."),
@@ -641,6 +645,7 @@ def train_cnn_ae_ft(
     resume: bool = _flag("--resume", help="Continue from the weights in --out and extend its curve."),
     force: bool = _flag("--force", help="Replace an existing --out (and its .sha256 and .train.json)."),
     seed: int = typer.Option(1, "--seed"),
+    threads: int = typer.Option(2, "--threads", help="CPU threads for torch."),
 ) -> None:
     """Fine-tune cnn-ae into cnn-ae-ft on larger crops of high-resolution photographs only.
 
@@ -648,17 +653,20 @@ def train_cnn_ae_ft(
     Example:
       dcomp train cnn-ae-ft --data ../shared/data/photos-train --init weights/cnn-ae.npz --minutes 30
     """
-    _train_cnn_ae("cnn-ae-ft", data, out, None, init, steps, minutes, crop, batch, lr_scale, resume, force, seed)
+    _train_cnn_ae("cnn-ae-ft", data, extra, out, None, init, steps, minutes, crop, batch, lr_scale, resume, force, seed, threads)
 
 
 def _train_gan(method: str, data: Path, init: Path, out: Path, steps: int, minutes: float, crop: int, batch: int,
                max_psnr_drop: float, resume: bool, force: bool, seed: int) -> None:
+    from dcomp.train.cnn_ae import BLOCK
     from dcomp.train.gan_ae import train
 
     if not data.is_dir():
         _fail(f"{data}: no such folder", EXIT_USAGE)
     if not init.is_file():
         _fail(f"{init}: no such weights file", EXIT_USAGE)
+    if crop % BLOCK:
+        _fail(f"--crop must be a multiple of {BLOCK}", EXIT_USAGE)
     _refuse_existing_weights(out, resume or force)
     try:
         record = train(data, out, method, init, steps=steps, minutes=minutes, crop=crop, batch=batch,
@@ -704,8 +712,8 @@ train_app.command("gan-ae-dc")(_gan_command("gan-ae-dc", "L2 + DCGAN non-saturat
 def train_cnn_rnn_ae(
     data: Path = typer.Option(..., "--data", help="Folder of training photographs (never the evaluation set)."),
     extra: Optional[Path] = typer.Option(None, "--extra", help="A second folder of photographs to train on."),
-    init: Path = typer.Option(Path("weights/cnn-ae-ft.npz"), "--init",
-                              help="The cnn-ae-ft weights whose transforms this method starts from."),
+    init: Path = typer.Option(Path("weights/legacy/cnn-ae-ft.e938af17.npz"), "--init",
+                              help="The block-transform cnn-ae-ft weights whose transforms this method starts from."),
     out: Path = typer.Option(Path("trained/cnn-rnn-ae.npz"), "--out", help="Weights file to write."),
     steps: int = typer.Option(100000, "--steps", help="Stop after this many steps..."),
     minutes: float = typer.Option(60.0, "--minutes", help="...or after this many minutes."),

@@ -25,6 +25,13 @@ METHODS: dict[str, tuple[int, str, str, str]] = {
     "cnn-rnn-ae": (6, "dcomp.methods.cnn_rnn_ae", "CnnRnnAeCodec", "cnn-rnn-ae.npz"),
 }
 
+# Retired backbones whose files still decode: method -> (module, class). Their weights live in
+# weights/legacy/<method>.<model id>.npz, found by the model id a file's header names.
+LEGACY: dict[str, tuple[str, str]] = {
+    "cnn-ae": ("dcomp.methods.block_ae", "CnnAeCodec"),
+    "cnn-ae-ft": ("dcomp.methods.block_ae", "CnnAeFtCodec"),
+}
+
 _cache: dict[str, Codec] = {}
 
 
@@ -53,3 +60,20 @@ def by_id(method_id: int) -> Codec:
             return get(name)
     raise UnknownMethodError(f"unknown method id {method_id} (this dcomp knows: "
                              + ", ".join(f"{m[0]}={n}" for n, m in METHODS.items()) + ")")
+
+
+def legacy(name: str, model_id: bytes) -> Codec | None:
+    """The retired codec of `name` whose kept weights have this model id, if there is one."""
+    if name not in LEGACY:
+        return None
+    path = weights_dir() / "legacy" / f"{name}.{model_id.hex()}.npz"
+    key = f"{name}@{model_id.hex()}"
+    if key not in _cache:
+        if not path.is_file():
+            return None
+        module, cls = LEGACY[name]
+        codec = getattr(import_module(module), cls)(name, METHODS[name][0], path)
+        if codec.model_id() != model_id:  # a renamed or damaged file: not the weights named
+            return None
+        _cache[key] = codec
+    return _cache[key]

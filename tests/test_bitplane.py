@@ -7,7 +7,7 @@ import torch
 
 from dcomp.entropy import bitplane as B
 from dcomp.errors import CorruptFileError
-from dcomp.methods.cnn_ae import DC_CHANNELS, channel_groups
+from dcomp.methods.block_ae import DC_CHANNELS, channel_groups
 from dcomp.methods.cnn_rnn_ae import dequantize
 
 C = 192

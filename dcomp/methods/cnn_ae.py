@@ -1,24 +1,26 @@
-"""`cnn-ae` and `cnn-ae-ft`: a convolutional autoencoder with a context-adaptive learned prior.
+"""`cnn-ae` and `cnn-ae-ft`: a learned lifting wavelet with a context-adaptive subband prior.
 
 Reads top to bottom: the transforms, the entropy model, the rate-distortion forward and its
 loss, the per-image refinement of cnn-ae-ft, the weights, then the codecs.
 
-Transforms. The analysis is a stride-8 convolution (space-to-depth plus a 1x1 convolution,
-192 latent channels per 8x8 block) followed by a residual block of 3x3 convolutions across
-neighbouring blocks; the synthesis mirrors it with two residual blocks and a small
-full-resolution residual filter. The block transforms start as the colour DCT and the
-quantizer gains from the JPEG tables (dcomp.layers), so training starts from a working
-transform codec.
+Transforms (dcomp.lifting). Analysis: a learned colour transform, then five levels of the
+CDF 9/7 lifting wavelet, each followed by learned convolutional prediction and update
+steps. Synthesis: the exact inverse of those steps, then a small full-resolution residual
+filter. Everything learned starts at zero (the colour transform as JPEG 2000's ICT), so the
+untrained model is a JPEG 2000-like transform codec and training only improves it.
 
-Rate control. One model serves all eight qualities: per quality, a learned gain per latent
-channel before rounding and an inverse gain after it, each trained with its own lambda.
+Rate control. One model serves all eight qualities: per quality and band a learned
+quantizer step, starting from one pixel-domain step per quality divided by the band's
+synthesis norm (equal distortion per step everywhere); per band a learned reconstruction
+offset toward zero, since coefficients are peaked at zero within each step.
 
-Entropy model. dcomp.entropy.context_model, laid out here: eight coding groups of rising
-frequency (diagonals of the 8x8 spectrum, all three colour components), 12 context bins.
+Entropy model. dcomp.entropy.subband_model: tables chosen by class (level, orientation,
+colour) and integer contexts from decoded neighbours, the parent band, siblings and luma.
 
-cnn-ae-ft is the same network fine-tuned on high-resolution photo crops; its encoder also
-refines the latents of each image with a few gradient steps on the image's own
-rate-distortion loss before the final rounding (the decoder does not change).
+cnn-ae-ft is the same network fine-tuned on larger photo crops; its encoder also refines
+each image's quantization: every coefficient may move one step toward zero where that
+saves more rate than it costs distortion at the quality's lambda (rate-distortion optimized
+quantization, in tiles of any image size).
 """
 from __future__ import annotations
 
@@ -26,65 +28,86 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from dcomp import weights as W
-from dcomp.entropy.context_model import ContextEntropyModel, ContextLayout
+from dcomp.entropy.subband_model import SubbandEntropyModel, SubbandLayout
 from dcomp.errors import WeightsError
-from dcomp.layers import BLOCK, BLOCK_LATENTS, BlockTransforms, QualityGains, jpeg_log_gains
+from dcomp.layers import PixelFilter
+from dcomp.lifting import LEVELS, LearnedWavelet, synthesis_norms
 from dcomp.methods.lossy import LossyCodec, image_tensor, resolve_device, tiled
 
 QUALITIES = 8
 LAMBDAS = (0.0008, 0.00145, 0.0026, 0.0047, 0.0085, 0.0154, 0.0277, 0.05)  # D in MSE of 0..255 pixels
-JPEG_INIT_QUALITY = (8, 15, 25, 40, 55, 70, 82, 92)
-BINS = 12
-HALO = 6  # latent positions of context around a tile: more than the receptive field
-GROUP_DIAGONALS = ((0,), (1,), (2,), (3,), (4,), (5, 6), (7, 8, 9), tuple(range(10, 15)))
-DC_CHANNELS = (0, 64, 128)
+# Initial pixel-domain quantizer step per quality: near each lambda's optimum for the untrained
+# transform (measured on training crops).
+INITIAL_STEPS = (180.0, 133.0, 99.0, 73.0, 54.0, 40.0, 30.0, 22.0)
+BLOCK = 1 << LEVELS  # the padded image is whole low-pass samples
+POST_HALO = 4  # pixels of context around a tile of the post filter: more than its reach
+POST_TILE = 512
 
 
-def frequency_diagonal() -> np.ndarray:
-    """u + v of each latent channel (colour-major, then 8x8 frequency), 0..14."""
-    u, v = np.divmod(np.arange(BLOCK * BLOCK), BLOCK)
-    return np.tile(u + v, 3)
-
-
-def channel_groups() -> tuple[tuple[int, ...], ...]:
-    d = frequency_diagonal()
-    return tuple(tuple(int(c) for c in np.flatnonzero(np.isin(d, diag))) for diag in GROUP_DIAGONALS)
-
-
-LAYOUT = ContextLayout(groups=channel_groups(), dc_channels=DC_CHANNELS, bins=BINS, qualities=QUALITIES,
-                       channels=BLOCK_LATENTS)
+def band_channels(levels: int = LEVELS) -> list[int]:
+    return [3] + [9] * levels
 
 
 # ---------------------------------------------------------------- transforms and entropy model
 
-class BlockAutoencoder(BlockTransforms):
-    def __init__(self, analysis_hidden: int = 64, synthesis_hidden: int = 96, post_hidden: int = 32):
-        super().__init__(analysis_hidden, synthesis_hidden, post_hidden)
-        self.gains = QualityGains(jpeg_log_gains(JPEG_INIT_QUALITY))
-        self.entropy = ContextEntropyModel(LAYOUT)
+class WaveletAutoencoder(nn.Module):
+    def __init__(self, levels: int = LEVELS, lifting_hidden: int = 16, post_hidden: int = 32, contexts: bool = True):
+        super().__init__()
+        self.transform = LearnedWavelet(levels, lifting_hidden)
+        norms = np.concatenate(synthesis_norms(levels))
+        self.splits = band_channels(levels)
+        self.log_step = nn.Parameter(torch.tensor(
+            np.log(np.asarray(INITIAL_STEPS)[:, None] / norms[None, :]), dtype=torch.float32))
+        self.recon_offset = nn.Parameter(torch.zeros(len(norms)))
+        # What a unit of error in each band costs in the image (the encoder's refinement).
+        self.register_buffer("band_norms", torch.tensor(norms), persistent=False)
+        self.post = PixelFilter(post_hidden)
+        self.entropy = SubbandEntropyModel(SubbandLayout(levels, QUALITIES, contexts))
+
+    def architecture(self) -> dict:
+        return {"levels": self.transform.levels, "lifting_hidden": self.transform.hidden,
+                "post_hidden": self.post.inp.out_channels}
+
+    def _per_band(self, values: torch.Tensor) -> list[torch.Tensor]:
+        """(N, channels of every band) -> per band (N, C, 1, 1)."""
+        return [v[:, :, None, None] for v in values.split(self.splits, dim=1)]
+
+    def steps(self, q: torch.Tensor) -> list[torch.Tensor]:
+        return self._per_band(torch.exp(self.log_step[q]))
+
+    def analysis(self, x: torch.Tensor, q: torch.Tensor) -> list[torch.Tensor]:
+        """Images (N, 3, H, W) in 0..1 -> coefficients in steps of quality q (not rounded)."""
+        return [b / s for b, s in zip(self.transform.analysis(x), self.steps(q))]
+
+    def synthesis(self, y: list[torch.Tensor], q: torch.Tensor, tile: bool = False) -> torch.Tensor:
+        """Quantized coefficients -> images, not yet clamped."""
+        offsets = self._per_band(self.recon_offset.expand(len(q), -1))
+        bands = [(v - torch.sign(v) * o) * s for v, o, s in zip(y, offsets, self.steps(q))]
+        x = self.transform.synthesis(bands)
+        if tile:
+            return tiled(self.post, x, 1, 1, x.shape[2:], 3, POST_HALO, tile=POST_TILE)
+        return self.post(x)
 
     # ------------------------------------------------------------ the rate-distortion forward
 
     def forward(self, x: torch.Tensor, q: torch.Tensor, rate_on: str = "noise"):
         """Images x (N, 3, H, W) in 0..1 at quality indices q (N,) -> (x_hat, bits per item)."""
-        gain, _ = self.gains(q)
-        return self.code(self.analysis(x) * gain, q, rate_on)
+        return self.code(self.analysis(x, q), q, rate_on)
 
-    def code(self, v: torch.Tensor, q: torch.Tensor, rate_on: str = "noise"):
-        """Scaled latents v -> (x_hat, bits per item).
+    def code(self, v: list[torch.Tensor], q: torch.Tensor, rate_on: str = "noise"):
+        """Coefficients v in steps -> (x_hat, bits per item).
 
         The synthesis sees v rounded, with a straight-through gradient; the rate is measured on
-        v plus uniform noise ("noise", training), on v itself ("latents", refinement's
-        gradient) or on v rounded ("rounded", what coding costs).
+        v plus uniform noise ("noise", training) or on v rounded ("rounded", what coding costs).
         """
-        _, inverse_gain = self.gains(q)
-        y = torch.round(v).detach()
-        coded = {"noise": lambda: v + (torch.rand_like(v) - 0.5), "latents": lambda: v, "rounded": lambda: y}[rate_on]()
-        bits = self.entropy.bits(coded, y, q).sum((1, 2, 3))
-        rounded = y if rate_on == "rounded" else v + (y - v).detach()
-        return self.synthesis(rounded * inverse_gain), bits
+        y = [torch.round(b).detach() for b in v]
+        coded = [b + (torch.rand_like(b) - 0.5) for b in v] if rate_on == "noise" else y
+        bits = self.entropy.bits(coded, y, q)
+        rounded = y if rate_on == "rounded" else [b + (r - b).detach() for b, r in zip(v, y)]
+        return self.synthesis(rounded, q), bits
 
 
 def rd_loss(x: torch.Tensor, x_hat: torch.Tensor, bits: torch.Tensor, q: torch.Tensor):
@@ -94,78 +117,27 @@ def rd_loss(x: torch.Tensor, x_hat: torch.Tensor, bits: torch.Tensor, q: torch.T
     return torch.as_tensor(LAMBDAS, device=x.device)[q] * mse + bpp, bpp, mse
 
 
-# ---------------------------------------------------------------- refinement (cnn-ae-ft's encoder)
-
-REFINE_MAX_POSITIONS = 128 * 128  # latent positions (1 Mpixel): larger images are not refined
-REFINE_ITERATIONS = 3
-REFINE_STEPS = (0.15, 0.3)  # tried along the gradient, as the largest change of any latent
-
-
-def _coded_cost(net: BlockAutoencoder, x, v, qi) -> float:
-    """lambda * MSE + bits per pixel of the latents v once rounded: what coding them costs."""
-    with torch.no_grad():
-        x_hat, bits = net.code(torch.round(v), qi, "rounded")
-        return float(rd_loss(x, x_hat, bits, qi)[0])
-
-
-def refine_latents(net: BlockAutoencoder, x, v, q: int, iterations: int = REFINE_ITERATIONS):
-    """Gradient descent with a line search on the scaled latents v of one image, on the
-    image's own lambda * MSE + bits, then rounding.
-
-    The gradient is taken with rounding seen straight-through by the synthesis and the rate
-    measured on the unrounded values; each step tries a few lengths and keeps the one whose
-    *rounded* latents cost least, and the search stops when none improves. So the result is
-    never worse than plain rounding. (Adam on the latents, tried first, moves every latent
-    by its step size, so the many near-zero ones cross rounding boundaries at random: it
-    gained half as much at the same cost.)
-    """
-    qi = torch.tensor([q], device=x.device)
-    current = v.detach()
-    cost = _coded_cost(net, x, current, qi)
-    for _ in range(iterations):
-        trial = current.clone().requires_grad_(True)
-        x_hat, bits = net.code(trial, qi, "latents")
-        grad, = torch.autograd.grad(rd_loss(x, x_hat, bits, qi)[0].sum(), trial)
-        grad = grad / grad.abs().max().clamp_min(1e-12)
-        step_cost, step = min((_coded_cost(net, x, current - s * grad, qi), s) for s in REFINE_STEPS)
-        if step_cost >= cost:
-            break
-        current, cost = (current - step * grad).detach(), step_cost
-    return torch.round(current)
-
-
 # ---------------------------------------------------------------- weights
 
-ARCHITECTURE = "block-autoencoder"
-# Parameter names of the first weights files, before the layers became classes of their own.
-_LEGACY_NAMES = {"post_in.": "post.inp.", "post_out.": "post.out.", "log_gain": "gains.log_gain",
-                 "log_inverse_gain": "gains.log_inverse_gain", "log_scales": "entropy.log_scales",
-                 "mix_logit": "entropy.mix_logit"}
+ARCHITECTURE = "wavelet-autoencoder"
 
 
-def current_name(name: str) -> str:
-    for old, new in _LEGACY_NAMES.items():
-        if name.startswith(old):
-            return new + name[len(old):]
-    return name
-
-
-def build_model(file: W.WeightsFile | None = None) -> BlockAutoencoder:
+def build_model(file: W.WeightsFile | None = None) -> WaveletAutoencoder:
     """The network of a weights file (its recorded architecture and parameters), or a new one."""
     if file is None:
-        return BlockAutoencoder()
+        return WaveletAutoencoder()
     arch = dict(file.meta.get("architecture") or {})
-    if arch.pop("name", ARCHITECTURE) != ARCHITECTURE:
+    if arch.pop("name", None) != ARCHITECTURE:
         raise WeightsError(f"weights {file.path} are not a {ARCHITECTURE}")
     try:
-        net = BlockAutoencoder(**arch)
+        net = WaveletAutoencoder(**arch)
     except TypeError as exc:
         raise WeightsError(f"weights {file.path} record an unknown architecture ({exc})") from None
-    W.load_state(net, {current_name(k): v for k, v in file.params.items()}, file.path, ARCHITECTURE)
+    W.load_state(net, file.params, file.path, ARCHITECTURE)
     return net
 
 
-def save_weights(net: BlockAutoencoder, path: Path, method: str) -> None:
+def save_weights(net: WaveletAutoencoder, path: Path, method: str) -> None:
     """Float parameters, the architecture and the integer coding tables made from them."""
     params = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in net.state_dict().items()}
     arch = {"name": ARCHITECTURE, **net.architecture()}
@@ -181,71 +153,69 @@ class Weights:
         self.meta = self.file.meta
         if "table_freq" not in self.file.arrays or "table_offsets" not in self.file.arrays:
             raise WeightsError(f"weights {path} have no coding tables")
-        self._net: BlockAutoencoder | None = None
+        self._net: WaveletAutoencoder | None = None
 
-    def _built(self) -> BlockAutoencoder:
+    def _built(self) -> WaveletAutoencoder:
         if self._net is None:
             net = build_model(self.file)
             net.entropy.load_tables(self.file.arrays["table_freq"], self.file.arrays["table_offsets"], self.file.path)
             net.eval()
-            net.requires_grad_(False)  # coding never trains; refinement differentiates the latents only
+            net.requires_grad_(False)
             self._net = net
         return self._net
 
-    def net(self, device: str) -> BlockAutoencoder:
+    def net(self, device: str) -> WaveletAutoencoder:
         return self._built().to(device)
 
     @property
-    def entropy(self) -> ContextEntropyModel:
-        """The entropy model (its tables are numpy: coding does not care where the net is)."""
+    def entropy(self) -> SubbandEntropyModel:
         return self._built().entropy
 
 
 # ---------------------------------------------------------------- the codecs
 
+def _bands_to_numpy(bands: list[torch.Tensor]) -> list[np.ndarray]:
+    return [b[0].to("cpu", torch.int64).numpy() for b in bands]
+
+
 class CnnAeCodec(LossyCodec):
     qualities = range(1, QUALITIES + 1)
     block = BLOCK
-    refine_iterations = 0
+    refine = False
     weights_class = Weights
 
-    def latents(self, rgb: np.ndarray, quality: int, device: str = "auto") -> np.ndarray:
+    def latents(self, rgb: np.ndarray, quality: int, device: str = "auto") -> list[np.ndarray]:
         dev = resolve_device(device)
         net = self.weights.net(dev)
-        grid = (rgb.shape[0] // BLOCK, rgb.shape[1] // BLOCK)
-        x = image_tensor(rgb, dev)
-        q = quality - 1
-        gain, _ = net.gains(torch.tensor([q], device=dev))
+        q = torch.tensor([quality - 1], device=dev)
         with torch.no_grad():
-            v = tiled(net.analysis, x, BLOCK, 1, grid, BLOCK_LATENTS, HALO) * gain
-        if self.refine_iterations and grid[0] * grid[1] <= REFINE_MAX_POSITIONS:
-            with torch.enable_grad():
-                y = refine_latents(net, x, v, q, self.refine_iterations)
-        else:
-            y = torch.round(v)
-        return y[0].to("cpu", torch.int64).numpy()
+            v = net.analysis(image_tensor(rgb, dev), q)
+        if self.refine:
+            from dcomp.methods.rdoq import refine_quantization
+            return refine_quantization(net, [b[0].cpu().numpy().astype(np.float64) for b in v], quality - 1,
+                                       LAMBDAS[quality - 1])
+        return _bands_to_numpy([torch.round(b) for b in v])
 
-    def compress_latents(self, y: np.ndarray, quality: int) -> bytes:
+    def compress_latents(self, y: list[np.ndarray], quality: int) -> bytes:
         return self.weights.entropy.compress(y, quality - 1)
 
-    def decompress_latents(self, payload: bytes, quality: int, grid: tuple[int, int]) -> np.ndarray:
-        return self.weights.entropy.decompress(payload, quality - 1, *grid)
+    def decompress_latents(self, payload: bytes, quality: int, grid: tuple[int, int]) -> list[np.ndarray]:
+        return self.weights.entropy.decompress(payload, quality - 1, grid[0] * BLOCK, grid[1] * BLOCK)
 
-    def synthesis_net(self, device: str) -> BlockAutoencoder:
-        """The network whose synthesis turns latents into pixels (a GAN method swaps its own in)."""
+    def synthesis_net(self, device: str) -> WaveletAutoencoder:
+        """The network whose synthesis turns coefficients into pixels (a GAN method swaps its own in)."""
         return self.weights.net(device)
 
-    def reconstruct(self, y: np.ndarray, quality: int, device: str = "auto") -> np.ndarray:
+    def reconstruct(self, y: list[np.ndarray], quality: int, device: str = "auto") -> np.ndarray:
         dev = resolve_device(device)
         net = self.synthesis_net(dev)
-        _, inverse_gain = net.gains(torch.tensor([quality - 1], device=dev))
+        q = torch.tensor([quality - 1], device=dev)
         with torch.no_grad():
-            v = torch.from_numpy(y).to(dev).float()[None] * inverse_gain
-            x = tiled(net.synthesis, v, 1, BLOCK, y.shape[1:], 3, HALO)
+            x = net.synthesis([torch.from_numpy(b).to(dev).float()[None] for b in y], q, tile=True)
             rgb = torch.clamp(torch.round(x[0] * 255.0), 0, 255).to("cpu", torch.uint8)
         return rgb.permute(1, 2, 0).numpy()
 
 
 class CnnAeFtCodec(CnnAeCodec):
-    """The fine-tuned network, with per-image latent refinement at encode time."""
-    refine_iterations = REFINE_ITERATIONS
+    """The fine-tuned network, with rate-distortion optimized quantization at encode time."""
+    refine = True

@@ -39,7 +39,7 @@ from dcomp.container import Header
 from dcomp.entropy import bitplane
 from dcomp.errors import CorruptFileError, UnsupportedError, WeightsError
 from dcomp.layers import BLOCK, BLOCK_LATENTS, BlockTransforms, ConvGRUCell
-from dcomp.methods.cnn_ae import DC_CHANNELS, HALO, channel_groups
+from dcomp.methods.block_ae import DC_CHANNELS, HALO, channel_groups
 from dcomp.methods.lossy import LossyCodec, image_tensor, resolve_device, tiled
 from dcomp.methods.planes import decode_plane, encode_plane
 

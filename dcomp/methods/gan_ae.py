@@ -1,4 +1,5 @@
-"""`gan-ae` and `gan-ae-dc`: cnn-ae-ft's encoder and entropy model, with a decoder fine-tuned
+"""`gan-ae` and `gan-ae-dc`: cnn-ae-ft's encoder and entropy model, with a decoder (its own copy
+of the synthesis lifting steps, dequantization and post filter) fine-tuned
 against a patch critic (Wasserstein with gradient penalty, or the DCGAN loss; training in
 dcomp.train.gan_ae).
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from dcomp import weights as W
 from dcomp.errors import WeightsError
-from dcomp.methods.cnn_ae import BlockAutoencoder, CnnAeFtCodec, build_model, current_name
+from dcomp.methods.cnn_ae import CnnAeFtCodec, WaveletAutoencoder, build_model
 
 BITSTREAM = "cnn-ae-ft"
 BITSTREAM_WEIGHTS = "cnn-ae-ft.npz"  # beside the decoder's own weights
@@ -27,7 +28,7 @@ class GanDecoderCodec(CnnAeFtCodec):
         self.bitstream = BITSTREAM
         self.decoder_path = Path(weights)
         self._decoder_file: W.WeightsFile | None = None
-        self._decoder: BlockAutoencoder | None = None
+        self._decoder: WaveletAutoencoder | None = None
 
     def decoder_file(self) -> W.WeightsFile:
         if self._decoder_file is None:
@@ -44,18 +45,18 @@ class GanDecoderCodec(CnnAeFtCodec):
         self.decoder_file()  # missing or mismatched decoder weights: one message, before any work
         return self.weights.model_id
 
-    def synthesis_net(self, device: str) -> BlockAutoencoder:
+    def synthesis_net(self, device: str) -> WaveletAutoencoder:
         if self._decoder is None:
             file = self.decoder_file()
             net = build_model(self.weights.file)
-            _load_decoder(net, {current_name(k): v for k, v in file.params.items()}, file.path, self.name)
+            _load_decoder(net, dict(file.params), file.path, self.name)
             net.eval()
             net.requires_grad_(False)
             self._decoder = net
         return self._decoder.to(device)
 
 
-def _load_decoder(net: BlockAutoencoder, params: dict[str, np.ndarray], source: Path, method: str) -> None:
+def _load_decoder(net: WaveletAutoencoder, params: dict[str, np.ndarray], source: Path, method: str) -> None:
     """Replace the decoder's parameters; anything else in the file, or a shape that does not fit,
     is a WeightsError."""
     import torch

@@ -30,20 +30,21 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def tiled(fn, src, scale_in: int, scale_out: int, grid: tuple[int, int], channels: int, halo: int):
-    """fn over a (1, C, H, W) tensor in tiles of TILE grid positions with `halo` around each.
+def tiled(fn, src, scale_in: int, scale_out: int, grid: tuple[int, int], channels: int, halo: int,
+          tile: int = TILE):
+    """fn over a (1, C, H, W) tensor in tiles of `tile` grid positions with `halo` around each.
 
     The halo is wider than the receptive field, so tiles meet without seams: each output
     tile is computed from all the input it depends on, exactly as the whole image would be.
     """
     import torch
     h, w = grid
-    if h <= TILE + halo and w <= TILE + halo:
+    if h <= tile + halo and w <= tile + halo:
         return fn(src)
     out = torch.empty(1, channels, h * scale_out, w * scale_out, device=src.device)
-    for i0 in range(0, h, TILE):
-        for j0 in range(0, w, TILE):
-            i1, j1 = min(h, i0 + TILE), min(w, j0 + TILE)
+    for i0 in range(0, h, tile):
+        for j0 in range(0, w, tile):
+            i1, j1 = min(h, i0 + tile), min(w, j0 + tile)
             a0, a1, b0, b1 = max(0, i0 - halo), min(h, i1 + halo), max(0, j0 - halo), min(w, j1 + halo)
             piece = fn(src[:, :, a0 * scale_in:a1 * scale_in, b0 * scale_in:b1 * scale_in])
             out[:, :, i0 * scale_out:i1 * scale_out, j0 * scale_out:j1 * scale_out] = \

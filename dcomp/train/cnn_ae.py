@@ -18,12 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from dcomp.methods import cnn_ae as M
+from dcomp.entropy.laplace import likelihood
+from dcomp.entropy.subband_model import lowpass_prediction
+from dcomp.methods.cnn_ae import BLOCK
 from dcomp.train.data import prepare, random_crops, to_tensor
 from dcomp import weights as W
 from dcomp.weights import publish
 
 VAL_QUALITIES = (0, 3, 7)
 VAL_CROP = 512
+TABLE_FIT_CROPS, TABLE_FIT_SIZE, TABLE_FIT_LR = 32, 256, 0.05
+TABLE_FIT_ITERATIONS = 300
+TABLE_FIT_RANGE = 255  # values beyond are counted at the edge: rare, and only the fit sees them
 
 
 def _cifar(folder: Path | None, log) -> np.ndarray | None:
@@ -58,30 +64,76 @@ def validate(model, val_images: list[np.ndarray]) -> dict:
     return out
 
 
+def fit_tables(model, photos: list[np.ndarray], rng: np.random.Generator, iterations: int,
+               crops: int = TABLE_FIT_CROPS, size: int = TABLE_FIT_SIZE, log=print) -> float:
+    """Fit the entropy model alone to the rounded coefficients of the current transform at
+    every quality (what coding sees, not training's noise); returns the final bits per pixel.
+    Before training, so the transform does not first learn from arbitrary tables; after it,
+    so the stored tables match rounding. Works on each table's histogram of values, so an
+    iteration costs tables x values, not one gather per coefficient."""
+    import torch
+    size = min(size, min(min(p.shape[:2]) for p in photos) // BLOCK * BLOCK)  # small photos: smaller crops
+    x = to_tensor(random_crops(photos, crops, size, rng))
+    entropy = model.entropy
+    span = 2 * TABLE_FIT_RANGE + 1
+    counts = np.zeros(entropy.layout.tables * span)
+    with torch.no_grad():
+        for q in range(M.QUALITIES):
+            qi = torch.full((len(x),), q)
+            y = [torch.round(b) for b in model.analysis(x, qi)]
+            coded = [y[0] - lowpass_prediction(y[0])] + y[1:]
+            for v, t in zip(coded, entropy.table_indices(y, qi)):
+                cell = t.numpy().ravel() * span + np.clip(v.numpy().ravel(), -TABLE_FIT_RANGE, TABLE_FIT_RANGE) \
+                    + TABLE_FIT_RANGE
+                counts += np.bincount(cell.astype(np.int64), minlength=len(counts))
+    counts = torch.from_numpy(counts.reshape(entropy.layout.tables, span))
+    used = counts.sum(1) > 0
+    values = torch.arange(-TABLE_FIT_RANGE, TABLE_FIT_RANGE + 1, dtype=torch.float64)[None, :]
+    opt = torch.optim.Adam(entropy.parameters(), lr=TABLE_FIT_LR)
+    pixels = len(x) * size * size * M.QUALITIES
+    bpp = float("nan")
+    for i in range(iterations):
+        p = likelihood(values, entropy.log_scales[used].double()[:, None, :], entropy.mix_logit[used].double()[:, None])
+        bits = -(counts[used] * torch.log2(p)).sum() / pixels
+        opt.zero_grad(set_to_none=True)
+        bits.backward()
+        opt.step()
+        bpp = float(bits.detach())
+        if i % 50 == 0 or i == iterations - 1:
+            log(f"table fit {i}: {bpp:.4f} bpp (mean over qualities)")
+    return bpp
+
+
 def _param_groups(model, scale: float):
-    groups = {"transform": [], "residual": [], "gain": [], "entropy": []}
+    groups = {"colour": [], "lifting": [], "post": [], "quantizer": [], "entropy": []}
     for name, p in model.named_parameters():
-        if name.startswith("block_"):
-            groups["transform"].append(p)
-        elif "gain" in name:
-            groups["gain"].append(p)
+        if name == "transform.colour":
+            groups["colour"].append(p)
+        elif name.startswith("transform."):
+            groups["lifting"].append(p)
         elif name.startswith("entropy."):
             groups["entropy"].append(p)
+        elif name.startswith("post."):
+            groups["post"].append(p)
         else:
-            groups["residual"].append(p)
-    lrs = {"transform": 2e-4, "residual": 1e-3, "gain": 3e-3, "entropy": 1e-2}
+            groups["quantizer"].append(p)
+    lrs = {"colour": 1e-4, "lifting": 5e-4, "post": 1e-3, "quantizer": 3e-3, "entropy": 1e-2}
     return [{"params": ps, "lr": lrs[k] * scale, "name": k} for k, ps in groups.items()]
 
 
-def train(data_dir: Path, out: Path, cifar_dir: Path | None = None, init: Path | None = None,
+def train(data_dir: Path, out: Path, extra: Path | None = None, cifar_dir: Path | None = None, init: Path | None = None,
           steps: int = 100000, minutes: float = 60.0, crop: int = 128, batch: int = 8,
           cifar_every: int = 4, lr_scale: float = 1.0, val_every: int = 250, seed: int = 0,
           resume: bool = False, threads: int = 2, method: str = "cnn-ae", log=print) -> dict:
     import torch
 
-    data = prepare(data_dir, VAL_CROP, seed, resume, threads, log)
+    data = prepare(data_dir, VAL_CROP, seed, resume, threads, log, extra, multiple=BLOCK)
     train_paths, val_paths, photos, val_images, rng = (data.train_paths, data.val_paths, data.photos,
                                                        data.val_images, data.rng)
+    photos = [p for p in photos if min(p.shape[:2]) >= crop]  # crops are whole low-pass samples
+    val_images = [v for v in val_images if min(v.shape[:2]) >= BLOCK]
+    if not photos:
+        raise ValueError(f"no training photo is at least {crop} pixels on each side")
     cifar = _cifar(cifar_dir, log)
 
     model = M.build_model()
@@ -95,6 +147,8 @@ def train(data_dir: Path, out: Path, cifar_dir: Path | None = None, init: Path |
         if resume and record_path.exists():
             record = json.loads(record_path.read_text())
             start_step = record["curve"][-1]["step"] if record["curve"] else 0
+    else:  # the untrained transform: its tables first, so the curve starts at the classical codec
+        record["initial_table_fit_bpp"] = fit_tables(model, photos, rng, TABLE_FIT_ITERATIONS, log=log)
     model.train()
     opt = torch.optim.Adam(_param_groups(model, lr_scale))
 
@@ -137,11 +191,15 @@ def train(data_dir: Path, out: Path, cifar_dir: Path | None = None, init: Path |
                 _save(model, out, record, method)
     except KeyboardInterrupt:
         log(f"interrupted at step {step}: saving")
+    if step > start_step:
+        record["final_table_fit_bpp"] = fit_tables(model, photos, rng, TABLE_FIT_ITERATIONS // 2, log=log)
+    if record["curve"][-1]["step"] == step and step > start_step:
+        record["curve"].pop()  # measured again below, with the refitted tables
     if record["curve"][-1]["step"] != step:
         record["curve"].append({"step": step, "seconds": round(offset + time.time() - t0, 1),
                                 **validate(model, val_images)})
     record["seconds_total"] = round(offset + time.time() - t0, 1)
-    record["runs"].append({"data": str(data_dir), "cifar": str(cifar_dir) if cifar_dir else None,
+    record["runs"].append({"data": str(data_dir), "extra": str(extra) if extra else None, "cifar": str(cifar_dir) if cifar_dir else None,
                            "init": str(init) if init else None,
                            "init_sha256": hashlib.sha256(Path(init).read_bytes()).hexdigest() if init else None,
                            "resume": resume, "steps": step - start_step,

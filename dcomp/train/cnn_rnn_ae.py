@@ -25,7 +25,7 @@ import torch
 
 from dcomp import weights as W
 from dcomp.entropy import bitplane
-from dcomp.methods import cnn_ae
+from dcomp.methods import block_ae as cnn_ae
 from dcomp.methods.cnn_rnn_ae import DC_CHANNELS, ITERATIONS, ProgressiveAutoencoder, dequantize, progress_loss, \
     save_weights
 from dcomp.train.data import prepare, random_crops, to_tensor

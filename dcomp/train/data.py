@@ -77,8 +77,10 @@ class TrainingSet:
     rng: np.random.Generator
 
 
-def prepare(data_dir: Path, val_crop: int, seed: int, resume: bool, threads: int, log) -> TrainingSet:
-    """What every lossy trainer starts with: torch threads and seed, the split, the photos."""
+def prepare(data_dir: Path, val_crop: int, seed: int, resume: bool, threads: int, log,
+            extra: Path | None = None, multiple: int = 8) -> TrainingSet:
+    """What every lossy trainer starts with: torch threads and seed, the split, the photos.
+    `extra`: a second folder, split the same way (its validation part is held out too)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -86,4 +88,7 @@ def prepare(data_dir: Path, val_crop: int, seed: int, resume: bool, threads: int
     # A resumed run must not replay the crops of the first one.
     rng = np.random.default_rng(seed + int(time.time()) if resume else seed)
     train_paths, val_paths = split(data_dir)
-    return TrainingSet(train_paths, val_paths, photos(train_paths, log), center_crops(val_paths, val_crop), rng)
+    if extra is not None:
+        extra_train, extra_val = split(extra)
+        train_paths, val_paths = train_paths + extra_train, val_paths + extra_val
+    return TrainingSet(train_paths, val_paths, photos(train_paths, log), center_crops(val_paths, val_crop, multiple), rng)

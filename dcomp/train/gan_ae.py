@@ -31,7 +31,9 @@ from dcomp.train.data import prepare, random_crops, to_tensor
 from dcomp.weights import companions, publish
 
 LOSSES = {"gan-ae": "wgan-gp", "gan-ae-dc": "dcgan"}
-DECODER_PREFIXES = ("synthesis_residuals.", "block_synthesis.", "post.", "gains.log_inverse_gain")
+# What the synthesis reads: its copy of the lifting steps (the encoder keeps cnn-ae-ft's), the
+# dequantization steps and offsets, and the post filter.
+DECODER_PREFIXES = ("transform.", "log_step", "recon_offset", "post.")
 VAL_QUALITIES = tuple(range(M.QUALITIES))
 PERCEPTUAL_QUALITIES = (0, 1)  # the two lowest, where a GAN decoder matters most
 VAL_CROP = 256
@@ -101,10 +103,8 @@ def validate(net, base, val_images: list[np.ndarray]) -> dict:
             for img in val_images:
                 x = to_tensor(img[None])
                 qi = torch.tensor([q])
-                gain, inverse_gain = base.gains(qi)
-                y = torch.round(base.analysis(x) * gain)
-                for who, decoded in (("", net.synthesis(y * net.gains(qi)[1])),
-                                     ("base_", base.synthesis(y * inverse_gain))):
+                y = [torch.round(b) for b in base.analysis(x, qi)]
+                for who, decoded in (("", net.synthesis(y, qi)), ("base_", base.synthesis(y, qi))):
                     pixels = _pixels(decoded)
                     scores.setdefault(who + "psnr", []).append(metrics.psnr(img, pixels))
                     if q in PERCEPTUAL_QUALITIES:
@@ -162,7 +162,7 @@ def train(data_dir: Path, out: Path, method: str, init: Path, steps: int = 10000
     import torch
 
     loss_kind = LOSSES[method]
-    data = prepare(data_dir, VAL_CROP, seed, resume, threads, log)
+    data = prepare(data_dir, VAL_CROP, seed, resume, threads, log, multiple=M.BLOCK)
     train_paths, val_paths, photos, val_images, rng = (data.train_paths, data.val_paths, data.photos,
                                                        data.val_images, data.rng)
 
@@ -174,7 +174,7 @@ def train(data_dir: Path, out: Path, method: str, init: Path, steps: int = 10000
     start_step = 0
     if resume and out.exists():
         state = net.state_dict()
-        state.update({M.current_name(k): torch.from_numpy(v) for k, v in W.load(out).params.items()})
+        state.update({k: torch.from_numpy(v) for k, v in W.load(out).params.items()})
         net.load_state_dict(state)
         if critic_path(out).exists():
             critic.load_state_dict({k: torch.from_numpy(v) for k, v in np.load(critic_path(out)).items()})
@@ -216,10 +216,9 @@ def train(data_dir: Path, out: Path, method: str, init: Path, steps: int = 10000
             x = to_tensor(random_crops(photos, batch, crop, rng))
             q = torch.from_numpy(rng.integers(0, M.QUALITIES, batch))
             with torch.no_grad():
-                gain, inverse_gain = base.gains(q)
-                y = torch.round(base.analysis(x) * gain)
-                reference = base.synthesis(y * inverse_gain)
-            x_hat = net.synthesis(y * net.gains(q)[1])
+                y = [torch.round(b) for b in base.analysis(x, q)]
+                reference = base.synthesis(y, q)
+            x_hat = net.synthesis(y, q)
             critic_loss, adversarial = _critic_losses(loss_kind, critic, x, x_hat, reference)
             opt_d.zero_grad(set_to_none=True)
             critic_loss.backward()
