@@ -86,13 +86,16 @@ def _box3(a):
     return rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
 
 
+_BIT_LENGTH_CAP = 1 << 7  # both bin counts are 8: every a >= 64 is in the last bin
+_BIT_LENGTH = np.array([int(a).bit_length() for a in range(_BIT_LENGTH_CAP)], dtype=np.int64)
+
+
 def _bit_length(a, bins: int):
-    """0, 1, 2-3, 4-7, ... capped at bins - 1 (integer-valued, non-negative)."""
-    a = a.clip(max=(1 << (bins - 1)) - 1)
-    out = a * 0
-    for k in range(bins - 1):
-        out = out + (a >= (1 << k))
-    return out
+    """0, 1, 2-3, 4-7, ... capped at bins - 1 (integer-valued, non-negative), by lookup."""
+    if isinstance(a, np.ndarray):
+        return np.minimum(_BIT_LENGTH[np.minimum(a, _BIT_LENGTH_CAP - 1).astype(np.int64)], bins - 1)
+    lut = torch.from_numpy(_BIT_LENGTH).to(a.device)
+    return lut[a.clamp(max=_BIT_LENGTH_CAP - 1).long()].clamp(max=bins - 1)
 
 
 def phase_map(h: int, w: int) -> np.ndarray:
@@ -234,6 +237,8 @@ class SubbandEntropyModel(nn.Module):
                 or np.any(np.diff(offsets) < 3):
             raise WeightsError(f"weights {source} have malformed coding tables")
         self._freq, self._offsets = freq.astype(np.uint32), offsets.astype(np.int64)
+        self._support = (np.diff(self._offsets) - 2) // 2
+        self._cost = PRECISION - np.log2(self._freq.astype(np.float64))  # the encoder's estimates only
         self._models.clear()
         # A floor on what one coefficient costs whatever its table (ans.cost_floors units): a
         # reader checks a stream's length before it knows any context.
@@ -253,10 +258,23 @@ class SubbandEntropyModel(nn.Module):
 
     # -- what coding costs, for the encoder's choices
 
-    def coefficient_tables(self, bands: list[np.ndarray], q: int) -> list[np.ndarray]:
-        """The table of every coefficient of integer bands (each (C, h, w)), as coding picks them."""
-        y = [torch.from_numpy(b.astype(np.float64))[None] for b in bands]
-        return [t[0].numpy() for t in self.table_indices(y, torch.tensor([q]))]
+    def coefficient_tables(self, bands: list[np.ndarray], q: int):
+        """Yields (band index, channel, (h, w) tables) for every detail channel of integer bands
+        (each (C, h, w)), as coding picks them; numpy, one channel's arrays at a time."""
+        lay = self.layout
+        for depth in range(lay.levels):
+            band = bands[depth + 1]
+            mag = np.abs(band)
+            parent = np.abs(bands[depth]) if depth > 0 else None
+            phases = phase_map(*band.shape[-2:])
+            for ch in range(ORIENTATIONS * COLOURS):
+                ext = external_context(mag, parent, ch)
+                tables = np.empty(band.shape[-2:], dtype=np.int64)
+                for p in range(PHASES):
+                    where = phases == p
+                    tables[where] = detail_tables(lay, depth, ch, p, local_context(mag[ch], p, phases)[where],
+                                                  ext[where])
+                yield depth + 1, ch, tables
 
     def code_length(self, values: np.ndarray, tables: np.ndarray) -> np.ndarray:
         """Bits of each detail coefficient under its table (escapes: the escape symbol plus
@@ -264,11 +282,12 @@ class SubbandEntropyModel(nn.Module):
         if self._freq is None:
             raise WeightsError("entropy model has no coding tables loaded")
         start = self._offsets[tables]
-        k = (self._offsets[tables + 1] - start - 2) // 2
+        k = self._support[tables]
         outside = np.abs(values) > k
-        freq = self._freq[start + np.where(outside, 2 * k + 1, values + k)]
-        bits = PRECISION - np.log2(freq.astype(np.float64))
-        return bits + outside * 8.0 * (1 + np.log2(np.abs(values) * 2 + 1) // 7)
+        bits = self._cost[start + np.where(outside, 2 * k + 1, values + k)]
+        if outside.any():
+            bits = bits + outside * 8.0 * (1 + np.log2(np.abs(values) * 2 + 1) // 7)
+        return bits
 
     # -- coding
 

@@ -28,20 +28,19 @@ def refine_quantization(net, v: list[np.ndarray], q: int, lam: float) -> list[np
     steps = [s[0, :, 0, 0].numpy() for s in net.steps(_q(q))]
     offsets = np.split(net.recon_offset.detach().cpu().numpy().astype(np.float64), np.cumsum(net.splits)[:-1])
     norms = np.split(net.band_norms.cpu().numpy(), np.cumsum(net.splits)[:-1])
-    y = [np.round(b).astype(np.int64) for b in v]
-    for _ in range(PASSES):
-        tables = entropy.coefficient_tables(y, q)
-        out = [y[0]]  # the low-pass band is coded as differences: a move there costs twice
-        for b, (vb, yb, tb) in list(enumerate(zip(v, y, tables)))[1:]:
+    y = [np.round(b).astype(np.int64) for b in v]  # the low-pass band stays rounded: it is
+    for _ in range(PASSES):                          # coded as differences, a move costs twice
+        moved = [b.copy() for b in y]
+        for b, ch, tables in entropy.coefficient_tables(y, q):
+            vb, yb = v[b][ch], y[b][ch]
             toward = yb - np.sign(yb)
             # lambda * MSE over 3 samples per pixel, bits per pixel: per coefficient, compare
             # lambda / 3 * added squared error in 0..255 units with the bits saved.
-            weight = (norms[b] * steps[b]) ** 2 * lam / 3.0
-            added = (_distortion(vb, toward, offsets[b][:, None, None])
-                     - _distortion(vb, yb, offsets[b][:, None, None])) * weight[:, None, None]
-            saved = entropy.code_length(yb, tb) - entropy.code_length(toward, tb)
-            out.append(np.where((yb != 0) & (saved > added), toward, yb))
-        y = out
+            weight = (norms[b][ch] * steps[b][ch]) ** 2 * lam / 3.0
+            added = (_distortion(vb, toward, offsets[b][ch]) - _distortion(vb, yb, offsets[b][ch])) * weight
+            saved = entropy.code_length(yb, tables) - entropy.code_length(toward, tables)
+            moved[b][ch] = np.where((yb != 0) & (saved > added), toward, yb)
+        y = moved
     return y
 
 
