@@ -5,15 +5,17 @@ cost the network was trained for. Here every coefficient may instead move one st
 zero, where what it saves in bits (under the table its context selects) is worth more than
 the distortion it adds at the quality's lambda. Distortion is measured through the band's
 synthesis norm, so the decision is per coefficient and vectorized over whole bands: it runs
-on images of any size, in memory proportional to the coefficients. Two passes, since moving
-coefficients changes their neighbours' contexts. The decoder is unchanged: this only picks
-which integers the encoder writes.
+on images of any size, in memory proportional to one channel of coefficients. Contexts are
+those of plain rounding: a second pass with the moved neighbours' contexts lowered the
+rate-distortion cost by 0.3% more than the first pass's 6.3% (held-out crops, qualities 2, 4,
+6), for twice the time. The decoder is unchanged: this only picks which integers the encoder
+writes.
 """
 from __future__ import annotations
 
 import numpy as np
 
-PASSES = 2
+PASSES = 1
 
 
 def _distortion(v: np.ndarray, y: np.ndarray, offset: float) -> np.ndarray:
