@@ -141,11 +141,17 @@ def decompress_report(data: bytes, device: str = "auto", max_pixels: int = DEFAU
             raise UnsupportedError(f"--decoder {decoder} cannot decode {codec.name} files "
                                    f"(decoders of this file: {', '.join(readable)})")
         codec = chosen
-    if codec.model_id() != header.model_id:
+    try:
+        installed = codec.model_id()
+    except WeightsError:
+        installed = None  # missing or unreadable: weights kept in weights/legacy may still parse the file
+    if installed != header.model_id:
         retired = registry.legacy(codec.name, header.model_id)
         if retired is None:
+            if installed is None:
+                codec.model_id()  # the installed weights' own error
             raise WeightsError(f"file was made with other {codec.name} weights (model id {header.model_id.hex()}, "
-                               f"installed {codec.model_id().hex()}, none kept in weights/legacy)")
+                               f"installed {installed.hex()}, none kept in weights/legacy)")
         codec = retired
     quality = header.quality or None
     if _progressive(codec):

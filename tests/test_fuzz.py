@@ -31,7 +31,7 @@ import dcomp
 from dcomp import container, registry
 from dcomp.container import Container, Header
 from dcomp.varint import write_varint
-from dcomp.errors import CorruptFileError, DcompError, LimitError
+from dcomp.errors import CorruptFileError, DcompError, LimitError, WeightsError
 from dcomp.limits import DEFAULT_MAX_PIXELS
 
 from conftest import cli_env, load_fixture
@@ -96,21 +96,20 @@ def mlp_sources() -> dict[str, bytes]:
 
 
 def lossy_sources() -> dict[str, bytes]:
-    """Every lossy method (where its weights are installed), L/RGB/RGBA, lowest and highest
-    quality. cnn-ae-ft's latent refinement is skipped: it only changes which latents the
-    encoder picks, not the format, and it took 2 s a file here."""
+    """Every lossy method whose weights are installed and usable (GAN decoders trained for
+    other cnn-ae-ft weights are refused, and skipped here), L/RGB/RGBA, lowest and highest
+    quality."""
     out = {}
     for method in [m for m in registry.names() if not registry.get(m).lossless]:
         if not (registry.weights_dir() / registry.METHODS[method][3]).is_file():
             continue
-        codec = registry.get(method)
-        codec.refine_iterations = 0  # an instance attribute over the class's
         try:
-            for mode, image in variants(PHOTO).items():
-                for quality in (1, 8):
-                    out[f"{method}-q{quality}-{mode}"] = dcomp.compress(image, method, quality)
-        finally:
-            del codec.refine_iterations
+            registry.get(method).model_id()
+        except WeightsError:
+            continue
+        for mode, image in variants(PHOTO).items():
+            for quality in (1, 8):
+                out[f"{method}-q{quality}-{mode}"] = dcomp.compress(image, method, quality)
     return out
 
 
@@ -230,8 +229,10 @@ def _cap_memory() -> None:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc for the memory cap")
 def test_fuzz_mutated_files_fail_cleanly(tmp_path):
     budget = 120 + 2 * FUZZ_N  # seconds: a hung decoder fails the test instead of stalling it
+    # The worker reads the weights this process sees (cli_env alone drops DCOMP_WEIGHTS_DIR).
+    env = cli_env(DCOMP_WEIGHTS_DIR=str(registry.weights_dir()))
     proc = subprocess.run([sys.executable, __file__, str(FUZZ_N), str(FUZZ_SEED), str(tmp_path)],
-                          capture_output=True, env=cli_env(), timeout=budget, cwd=tmp_path)
+                          capture_output=True, env=env, timeout=budget, cwd=tmp_path)
     last = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
     assert proc.returncode == 0, f"fuzz worker died (exit {proc.returncode}) after: {last}"
     report = json.loads(proc.stdout)

@@ -240,9 +240,13 @@ class SubbandEntropyModel(nn.Module):
         self._support = (np.diff(self._offsets) - 2) // 2
         self._cost = PRECISION - np.log2(self._freq.astype(np.float64))  # the encoder's estimates only
         self._models.clear()
-        # A floor on what one coefficient costs whatever its table (ans.cost_floors units): a
-        # reader checks a stream's length before it knows any context.
-        self.coefficient_cost = int(ans.cost_floors(self._freq, self._offsets).min())
+        # Per class, a floor on what one coefficient costs whatever its context (ans.cost_floors
+        # units): a reader checks a stream's length before it knows any context, but it knows
+        # every coefficient's class.
+        floors = ans.cost_floors(self._freq, self._offsets)
+        lay = self.layout
+        self._class_floor = floors[:lay.detail_tables].reshape(lay.levels, ORIENTATIONS * COLOURS, -1).min(-1)
+        self._lowpass_floor = floors[lay.detail_tables:].reshape(lay.qualities, COLOURS)
 
     def table(self, index: int) -> np.ndarray:
         if self._freq is None:
@@ -255,6 +259,16 @@ class SubbandEntropyModel(nn.Module):
             freq = self.table(index).astype(np.float64)  # integers below 2**24: exact in float64
             self._models[index] = constriction.stream.model.Categorical(freq, perfect=False)
         return self._models[index]
+
+    def stream_cost(self, q: int, height: int, width: int) -> int:
+        """The sum of the class floors over every coefficient of a padded height x width image:
+        what the shortest stream can cost (Python integers: exact)."""
+        shapes = self.layout.band_shapes(height, width)
+        _, h, w = shapes[0]
+        cost = int(self._lowpass_floor[q].sum()) * h * w
+        for depth, (_, h, w) in enumerate(shapes[1:]):
+            cost += int(self._class_floor[depth].sum()) * h * w
+        return cost
 
     # -- what coding costs, for the encoder's choices
 
@@ -338,7 +352,8 @@ class SubbandEntropyModel(nn.Module):
         for t, s in reversed(runs):
             coder.encode_reverse(s, self._model(t))
         words = coder.get_compressed()
-        if ans.too_short(sum(b.size for b in bands) * self.coefficient_cost, len(words)):
+        scale = 1 << self.layout.levels
+        if ans.too_short(self.stream_cost(q, bands[0].shape[1] * scale, bands[0].shape[2] * scale), len(words)):
             raise UnsupportedError("cannot code these coefficients: their stream is shorter than the format allows")
         return write_varint(len(escapes)) + _escape_bytes(escapes) + words.astype("<u4").tobytes()
 
@@ -361,7 +376,7 @@ class SubbandEntropyModel(nn.Module):
         words = payload[pos:]
         if len(words) % 4:
             raise CorruptFileError("corrupted coefficient stream (bad length)")
-        if ans.too_short(total * self.coefficient_cost, len(words) // 4):  # before any allocation
+        if ans.too_short(self.stream_cost(q, height, width), len(words) // 4):  # before any allocation
             raise CorruptFileError(f"corrupted coefficient stream (too short for {width}x{height})")
         try:
             coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))

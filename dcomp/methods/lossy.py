@@ -84,17 +84,19 @@ class LossyCodec:
 
     # -- supplied by each method
 
-    def latents(self, rgb: np.ndarray, quality: int, device: str) -> np.ndarray:
-        """(H, W, 3) uint8, H and W multiples of the block, to integer latents (C, H/b, W/b)."""
+    def latents(self, rgb: np.ndarray, quality: int, device: str):
+        """(H, W, 3) uint8, H and W multiples of the block, to integer latents: the method's
+        own layout (one (C, H/b, W/b) array for block transforms, a list of bands for the
+        wavelet), which only its compress_latents and reconstruct read."""
         raise NotImplementedError
 
-    def compress_latents(self, y: np.ndarray, quality: int) -> bytes:
+    def compress_latents(self, y, quality: int) -> bytes:
         raise NotImplementedError
 
-    def decompress_latents(self, payload: bytes, quality: int, grid: tuple[int, int]) -> np.ndarray:
+    def decompress_latents(self, payload: bytes, quality: int, grid: tuple[int, int]):
         raise NotImplementedError
 
-    def reconstruct(self, y: np.ndarray, quality: int, device: str) -> np.ndarray:
+    def reconstruct(self, y, quality: int, device: str) -> np.ndarray:
         """Integer latents to (H, W, 3) uint8 pixels of the padded image."""
         raise NotImplementedError
 

@@ -65,14 +65,16 @@ def validate(model, val_images: list[np.ndarray]) -> dict:
 
 
 def fit_tables(model, photos: list[np.ndarray], rng: np.random.Generator, iterations: int,
-               crops: int = TABLE_FIT_CROPS, size: int = TABLE_FIT_SIZE, log=print) -> float:
+               crops: int | None = None, size: int | None = None, log=print) -> float:
     """Fit the entropy model alone to the rounded coefficients of the current transform at
     every quality (what coding sees, not training's noise); returns the final bits per pixel.
     Before training, so the transform does not first learn from arbitrary tables; after it,
     so the stored tables match rounding. Works on each table's histogram of values, so an
     iteration costs tables x values, not one gather per coefficient."""
     import torch
-    size = min(size, min(min(p.shape[:2]) for p in photos) // BLOCK * BLOCK)  # small photos: smaller crops
+    crops = TABLE_FIT_CROPS if crops is None else crops
+    size = min(TABLE_FIT_SIZE if size is None else size,
+               min(min(p.shape[:2]) for p in photos) // BLOCK * BLOCK)  # small photos: smaller crops
     x = to_tensor(random_crops(photos, crops, size, rng))
     entropy = model.entropy
     span = 2 * TABLE_FIT_RANGE + 1
@@ -134,6 +136,8 @@ def train(data_dir: Path, out: Path, extra: Path | None = None, cifar_dir: Path 
     val_images = [v for v in val_images if min(v.shape[:2]) >= BLOCK]
     if not photos:
         raise ValueError(f"no training photo is at least {crop} pixels on each side")
+    if not val_images:
+        raise ValueError(f"no held-out photo is at least {BLOCK} pixels on each side")
     cifar = _cifar(cifar_dir, log)
 
     model = M.build_model()

@@ -165,6 +165,11 @@ def train(data_dir: Path, out: Path, method: str, init: Path, steps: int = 10000
     data = prepare(data_dir, VAL_CROP, seed, resume, threads, log, multiple=M.BLOCK)
     train_paths, val_paths, photos, val_images, rng = (data.train_paths, data.val_paths, data.photos,
                                                        data.val_images, data.rng)
+    photos = [p for p in photos if min(p.shape[:2]) >= crop]  # crops are whole low-pass samples
+    val_images = [v for v in val_images if min(v.shape[:2]) >= M.BLOCK]
+    if not photos or not val_images:
+        raise ValueError(f"need training photos of at least {crop} and held-out photos of at least {M.BLOCK} "
+                         "pixels on each side")
 
     base_weights = M.Weights(init)
     base = base_weights.net("cpu")  # frozen: the encoder, and the reference decoder of validation
