@@ -112,11 +112,11 @@ def _tiled_photo(h: int, w: int, seed: int) -> np.ndarray:
     return np.clip(tile.astype(int) + rng.integers(-3, 4, tile.shape), 0, 255).astype(np.uint8)
 
 
-def test_round_trip_more_pixels_than_one_encoder_chunk():
-    from dcomp.methods import mlp
+def test_round_trip_more_pixels_than_one_encoder_block():
+    from dcomp.methods import mlp_kernel
 
     img = _tiled_photo(270, 261, 1)
-    assert (img.shape[0] - 1) * (img.shape[1] - 1) > mlp.CHUNK
+    assert (img.shape[0] - 1) * (img.shape[1] - 1) > 100 * mlp_kernel.ENCODE_BLOCK
     data = assert_exact(img)
     assert len(data) < 0.6 * img.size
 
@@ -376,7 +376,7 @@ def test_every_head_kind_and_band_count_round_trips(predictor, shape):
     img = img if c == 3 else np.concatenate([img, img[:, :, :1] // 3 + 60], axis=2)
     payload = codec._encode_predictive(img, predictor)  # this mode even where another is smaller
     assert payload[0] == mlp.MODE_PREDICTIVE
-    bands = (payload[1] >> 1) + 1
+    bands = mlp.predictive_flags(payload[1])[1]
     coded_height = min(h, w)  # portrait images are coded transposed
     assert bands == mlp.Layout.band_count(coded_height)
     header = Header(1, codec.model_id(), w, h, {3: "RGB", 4: "RGBA"}[c])

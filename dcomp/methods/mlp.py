@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import lzma
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from dcomp.container import Header
 from dcomp.varint import read_varint, write_varint
 from dcomp.entropy import streams as symbol_streams
 from dcomp.errors import CorruptFileError, WeightsError
+from dcomp.methods import mlp_kernel as K
 from dcomp.methods import mlp_predictor as P
 from dcomp.methods import pixel_filters as F
 from dcomp.methods.planes import MODE_FILTERED, MODE_PALETTE, decode_filtered, decode_palette, encode_filtered, \
@@ -32,14 +34,17 @@ from dcomp.methods.planes import MODE_FILTERED, MODE_PALETTE, decode_filtered, d
 
 MODE_STORED, MODE_PREDICTIVE = 0, 2  # mode 1 is planes.MODE_FILTERED
 HEAD_TRAINED, HEAD_NETWORK_FIT, HEAD_LINEAR_FIT = 0, 1, 2
-CHUNK = 1 << 16  # pixels per batch when the whole image is known (encoder): bounds memory
+# The encoder's `predictor` option: the head kinds it tries (the smallest is kept).
+PREDICTORS = {"auto": [HEAD_TRAINED, HEAD_NETWORK_FIT], "trained": [HEAD_TRAINED], "network": [HEAD_NETWORK_FIT],
+              "linear": [HEAD_LINEAR_FIT]}
 FIT_SAMPLES = 20000
 COEFF_MAX = 1 << 20
 TABLE_COUNTS = (1, 2, 4, 8, 12, 16, 24)
 BAND_MIN_HEIGHT = 128
 MAX_BANDS = 4
-# The predictive mode's decoding work is about one unit per sample plus one batch of numpy
-# calls (as costly as ~64 samples) per wavefront and channel. A predictive payload must pay
+# The predictive mode's decoding work is about one unit per sample plus a fixed cost per
+# wavefront and channel (as costly as ~64 samples when the format was set; the compiled
+# kernel's is far smaller). A predictive payload must pay
 # for it: at least one byte per PREDICTIVE_SAMPLES_PER_BYTE samples plus one byte per
 # wavefront and channel (formats/SPEC.md). So decoding time is bounded by the file's size, not
 # by the size its header claims; flatter or thinner images are coded in the filtered mode.
@@ -50,19 +55,6 @@ def zigzag(r: np.ndarray) -> np.ndarray:
     """Signed residual in -128..127 to a byte symbol: 0, -1, 1, -2, ... -> 0, 1, 2, 3, ..."""
     r = r.astype(np.int16)
     return np.where(r >= 0, 2 * r, -2 * r - 1).astype(np.uint8)
-
-
-def unzigzag(s: np.ndarray) -> np.ndarray:
-    s = s.astype(np.int64)
-    return np.where(s & 1, -(s >> 1) - 1, s >> 1)
-
-
-UNZIGZAG = unzigzag(np.arange(256))
-
-
-def wrap_residual(x: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """x - pred folded into -128..127: the decoder adds it back mod 256."""
-    return ((x.astype(np.int64) - pred + 128) & 255) - 128
 
 
 def _zz_varint(v: int) -> bytes:
@@ -116,22 +108,6 @@ class Layout:
         flat = (self.row0.astype(np.int32)[band] + yl) * np.int32(self.pw) + xs + np.int32(P.PAD_LEFT)
         return self.starts.astype(np.int32)[band] + yl, xs, flat, decode_order
 
-    def wavefronts(self):
-        """Padded flat positions of each wavefront's samples (bands in order, y ascending),
-        and a mask of those in the last column."""
-        for t in range(3, (self.w - 1) + 2 * (max(self.heights) - 1) + 1):
-            flats, last = [], []
-            for b, hb in enumerate(self.heights):
-                y_lo = max(1, -((self.w - 1 - t) // 2))
-                y_hi = min(hb - 1, (t - 1) // 2)
-                if y_lo <= y_hi:
-                    yl = np.arange(y_lo, y_hi + 1)
-                    xs = t - 2 * yl
-                    flats.append((self.row0[b] + yl) * self.pw + xs + P.PAD_LEFT)
-                    last.append(xs == self.w - 1)
-            if flats:
-                yield np.concatenate(flats), np.concatenate(last)
-
 
 # ---------------------------------------------------------------- the predictor
 
@@ -149,63 +125,28 @@ class Predictor:
             raise WeightsError(f"mlp weights at {weights} are unreadable ({exc})") from None
         self.model_id = hashlib.sha256(raw).digest()[:4]
 
-    def offsets(self, stack: np.ndarray, flat: np.ndarray, channel: int, priors: list[int],
-                heads: list) -> tuple[np.ndarray, list, np.ndarray]:
-        """The reference, for each (head kind, coefficients) the predicted offset from it, and
-        the inputs (the context energy reuses them)."""
-        x, ref = P.gather_inputs(stack, flat, channel, priors)
-        x = x.astype(np.float64)
+    def channel_model(self, channel: int, priors: list[int], pw: int, plane: int,
+                      heads: list[tuple[int, "FittedHead | None"]],
+                      energy_weights: np.ndarray | None = None) -> K.ChannelModel:
+        """The compiled kernels' view of one channel's predictor, for each (head kind, head),
+        with its context energy (the fixed one unless weights are given)."""
         net = self.nets[len(priors)]
-        a2 = net.hidden(x) if any(kind != HEAD_LINEAR_FIT for kind, _ in heads) else None
-        out = []
-        for kind, head in heads:
-            if kind == HEAD_TRAINED:
-                out.append(net.head(a2))
-            else:
-                parts = [a2, x] if kind == HEAD_NETWORK_FIT else [x]
-                out.append(P.linear_head(parts, *head.blocks(parts)))
-        return ref, out, x
+        hidden = any(kind != HEAD_LINEAR_FIT for kind, _ in heads)
+        if energy_weights is None:
+            energy_weights = P.fixed_energy_weights(len(priors))
+        return K.channel_model(net, channel, priors, pw, plane,
+                               [self._head_terms(kind, head, len(priors)) for kind, head in heads], hidden,
+                               energy_weights)
 
-    def wavefront_kernel(self, channel: int, priors: list[int], kind: int, head: "FittedHead | None"):
-        """The decoder's per-wavefront computation with its small products fused: the first
-        layer, the gradient energy and the head's input part share one product with x.
-        Returns f(stack, flat) -> (prediction, gradient energy). Same integer sums as
-        `offsets` and `gradient_energy`, so the same results."""
-        net = self.nets[len(priors)]
-        n_in = P.input_size(len(priors))
-        diff = P.gradient_energy_matrix(channel, priors)
-        hidden = kind != HEAD_LINEAR_FIT
-        cols = ([net.w1t] if hidden else []) + [diff]
-        if kind != HEAD_TRAINED:
-            coef = head.coef
-            n_hidden = len(net.b2) if hidden else 0
-            ca = coef[:n_hidden].astype(np.float64)
-            cols.append(coef[n_hidden:n_hidden + n_in].astype(np.float64)[:, None])
-            const = float(int(coef[-1]) + (1 << (head.shift - 1)))
-            scale = 2.0 ** -head.shift
-        fused = np.concatenate(cols, axis=1)
-        h1 = net.w1t.shape[1] if hidden else 0
-
-        def step(stack: np.ndarray, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            x, ref = P.gather_inputs(stack, flat, channel, priors)
-            z = x @ fused
-            grad = np.abs(z[:, h1:h1 + 3]).sum(axis=1)
-            if hidden:
-                a1 = z[:, :h1] + net.b1f
-                P._relu_shift(a1, net.s1 - P.ACT_BITS)
-                a2 = a1 @ net.w2t
-                a2 += net.b2f
-                P._relu_shift(a2, net.s2)
-            if kind == HEAD_TRAINED:
-                offset = net.head(a2)
-            else:
-                acc = z[:, -1] + const
-                if hidden:
-                    acc += a2 @ ca
-                offset = np.floor(acc * scale).astype(np.int64)
-            return np.minimum(np.maximum(ref + offset, 0), 255), grad
-
-        return step
+    def _head_terms(self, kind: int, head: "FittedHead | None", n_priors: int):
+        """(coefficients over a2, over the inputs, constant, shift) of a head."""
+        net = self.nets[n_priors]
+        n_hidden, n_in = len(net.b2), P.input_size(n_priors)
+        if kind == HEAD_TRAINED:
+            return net.wh, np.zeros(n_in), net.bh, net.sh + P.ACT_BITS
+        n_a = n_hidden if kind == HEAD_NETWORK_FIT else 0
+        ca = head.coef[:n_a] if n_a else np.zeros(n_hidden)
+        return ca, head.coef[n_a:n_a + n_in], int(head.coef[-1]), head.shift
 
     def head_size(self, kind: int, n_priors: int) -> int:
         n_in = P.input_size(n_priors)
@@ -225,14 +166,6 @@ class FittedHead:
 
     def __init__(self, coef: np.ndarray, shift: int):
         self.coef, self.shift = coef.astype(np.int64), shift
-        self._blocks: tuple | None = None
-
-    def blocks(self, parts: list[np.ndarray]) -> tuple[list[np.ndarray], int, int]:
-        if self._blocks is None:  # the decoder asks once per wavefront: split once
-            sizes = np.cumsum([p.shape[1] for p in parts])[:-1]
-            self._blocks = ([c.astype(np.float64) for c in np.split(self.coef[:-1], sizes)],
-                            int(self.coef[-1]), self.shift)
-        return self._blocks
 
     def to_bytes(self) -> bytes:
         return (bytes([self.shift]) + write_varint(len(self.coef))
@@ -281,21 +214,34 @@ def fit_head(features: np.ndarray, target: np.ndarray, bound: np.ndarray) -> Fit
 # ---------------------------------------------------------------- the entropy model
 
 ENERGY_CLIP = 4095  # energies above share the top bin; keeps the histograms small
+# A per-image energy: 16 units per unit of expected |residual| resolve the thresholds finely
+# within ENERGY_CLIP; weights beyond 2**15 would only come from a degenerate fit.
+ENERGY_SCALE = 16
+ENERGY_WEIGHT_MAX = 1 << 15
+ENERGY_FIT_MIN_SAMPLES = 1024  # fewer: the weights would cost more than they save
 
 
-def choose_bins(joint: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+def choose_bins(cum_joint: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     """K-1 thresholds at equal-population quantiles of this image's context energy, and the
     estimated cost in bits (zero-order entropy per bin plus a table cost), from the joint
-    histogram of (clipped energy, symbol)."""
-    cum = np.cumsum(joint.sum(axis=1))
+    histogram of (clipped energy, symbol) summed over energy (`cumulative_joint`)."""
+    cum = cum_joint[1:].sum(axis=1)
     targets = cum[-1] * np.arange(1, k) / k
     th = np.unique(np.searchsorted(cum, targets, side="left"))
     edges = np.concatenate([[0], th + 1, [len(cum)]])
-    per_bin = np.add.reduceat(joint, edges[:-1], axis=0)
+    per_bin = cum_joint[edges[1:]] - cum_joint[edges[:-1]]
     total = per_bin.sum(axis=1, keepdims=True)
     p = np.where(per_bin > 0, per_bin / np.maximum(total, 1), 1)
     bits = -(per_bin * np.log2(p)).sum() + 0.03 * cum[-1] + 2.5 * np.count_nonzero(per_bin)
     return th.astype(np.int64), float(bits)
+
+
+def cumulative_joint(energy: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+    """Row e + 1: how often each symbol occurs with a clipped energy <= e (row 0: none), so
+    that any bin's histogram is a difference of two rows."""
+    joint = np.bincount(np.minimum(energy, ENERGY_CLIP).astype(np.int64) * 256 + symbols,
+                        minlength=(ENERGY_CLIP + 1) * 256).reshape(ENERGY_CLIP + 1, 256)
+    return np.concatenate([np.zeros((1, 256), np.int64), np.cumsum(joint, axis=0)])
 
 
 def estimated_bits(symbols: np.ndarray, ctx: np.ndarray, k: int) -> float:
@@ -303,6 +249,28 @@ def estimated_bits(symbols: np.ndarray, ctx: np.ndarray, k: int) -> float:
     total = hist.sum(axis=1, keepdims=True)
     p = np.where(hist > 0, hist / np.maximum(total, 1), 1)
     return float(-(hist * np.log2(p)).sum() + 0.03 * len(symbols) + 2.5 * np.count_nonzero(hist))
+
+
+def fit_energy(features: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+    """Per-image energy weights (the constant last): least squares of |residual| on the
+    features, in units of 1 / ENERGY_SCALE residual, rounded to integers."""
+    design = np.concatenate([features.astype(np.float64), np.ones((len(features), 1))], axis=1)
+    coef = np.linalg.lstsq(design, np.abs(residuals).astype(np.float64), rcond=None)[0]
+    return np.clip(np.round(ENERGY_SCALE * coef), -ENERGY_WEIGHT_MAX, ENERGY_WEIGHT_MAX).astype(np.int64)
+
+
+def _choose_contexts(joints: dict, n: int) -> tuple[float, int, dict]:
+    """The table count K and each channel's thresholds with the lowest estimated cost (bits),
+    from each channel's `cumulative_joint`."""
+    best = None
+    for k in TABLE_COUNTS:
+        if k > 1 and n < 256 * k:
+            break
+        found = {ch: choose_bins(joints[ch], k) for ch in joints}
+        cost = sum(bits for _, bits in found.values())
+        if best is None or cost < best[0]:
+            best = (cost, k, {ch: th for ch, (th, _) in found.items()})
+    return best
 
 
 # ---------------------------------------------------------------- compress
@@ -326,11 +294,13 @@ class MlpCodec:
         return self.predictor.model_id
 
     def encode(self, image: np.ndarray, quality: int | None = None, device: str = "cpu",
-               predictor: str = "auto") -> list[bytes]:
-        """predictor: "auto" (trained or per-image fitted network head, whichever is smaller)
-        or "linear" (per-image least squares on the raw neighbourhood: the ablation)."""
+               predictor: str = "auto", energy: str = "auto") -> list[bytes]:
+        """predictor: "auto" (trained or per-image fitted network head, whichever is smaller);
+        for ablations "trained", "network" (that head alone) or "linear" (per-image least
+        squares on the raw neighbourhood). energy: "auto" (the fixed or the per-image context
+        energy, whichever is smaller), "fixed" or "learned" (per-image weights)."""
         candidates = [bytes([MODE_STORED]) + image.tobytes()]
-        predictive = self._encode_predictive(image, predictor)
+        predictive = self._encode_predictive(image, predictor, energy)
         if _pays_for_its_work(predictive, image.shape):
             candidates.append(predictive)
         best = min(len(c) for c in candidates)
@@ -340,12 +310,12 @@ class MlpCodec:
             candidates.append(palette)
         return [min(candidates, key=len)]
 
-    def _encode_predictive(self, image: np.ndarray, predictor: str) -> bytes:
+    def _encode_predictive(self, image: np.ndarray, predictor: str = "auto", energy: str = "auto") -> bytes:
         # The encoder knows every pixel: its products are few and large, worth every core.
         with many_threads():
-            return self._encode_predictive_all_known(image, predictor)
+            return self._encode_predictive_all_known(image, predictor, energy)
 
-    def _encode_predictive_all_known(self, image: np.ndarray, predictor: str) -> bytes:
+    def _encode_predictive_all_known(self, image: np.ndarray, predictor: str, energy: str) -> bytes:
         # Decoding takes W + 2H wavefronts: walk portrait images transposed.
         transposed = image.shape[0] > image.shape[1]
         if transposed:
@@ -357,8 +327,8 @@ class MlpCodec:
         border, border_res = _border_residuals(image, layout)
         stack = layout.pad(image)
         ys, xs, flat, decode_order = layout.interior()
-        fit_kind = HEAD_LINEAR_FIT if predictor == "linear" else HEAD_NETWORK_FIT
-        kinds = [fit_kind] if predictor == "linear" else [HEAD_TRAINED, fit_kind]
+        kinds = PREDICTORS[predictor]
+        fit_kind = kinds[-1] if kinds[-1] != HEAD_TRAINED else None
         if len(flat) < 64:  # too few pixels to fit a head worth its bytes
             kinds = [HEAD_TRAINED]
         heads = {ch: {HEAD_TRAINED: None} for ch in order}
@@ -376,61 +346,69 @@ class MlpCodec:
                                                self.predictor.head_bound(fit_kind, len(priors[ch])))
         # One pass over the image computes the residuals of every candidate head.
         # int16 and uint8 keep a 12-megapixel image's encoder well under 2 GB.
-        residuals = {kind: {ch: np.zeros(len(flat), np.int16) for ch in order} for kind in kinds}
-        gradients = {ch: np.zeros(len(flat), np.int32) for ch in order}  # half of the context energy
+        residuals: dict[int, dict[int, np.ndarray]] = {kind: {} for kind in kinds}
+        gradients = {}  # the gradient part of the context energy
         for ch in order:
-            for s in _chunks(len(flat)):
-                ref, offsets, x = self.predictor.offsets(stack, flat[s], ch, priors[ch],
-                                                         [(kind, heads[ch][kind]) for kind in kinds])
-                gradients[ch][s] = P.gradient_energy(x, ch, priors[ch])
-                for kind, offset in zip(kinds, offsets):
-                    residuals[kind][ch][s] = wrap_residual(image[ys[s], xs[s], ch], np.clip(ref + offset, 0, 255))
+            model = self.predictor.channel_model(ch, priors[ch], layout.pw, stack[0].size,
+                                                 [(kind, heads[ch][kind]) for kind in kinds])
+            res, gradients[ch] = K.encode_pass(stack, flat, ch, model)
+            for kind, r in zip(kinds, res):
+                residuals[kind][ch] = r
 
         def cost(kind):
             bits = sum(estimated_bits(zigzag(r), np.zeros(len(r), np.int32), 1) for r in residuals[kind].values())
             return bits / 8 + (0 if kind == HEAD_TRAINED else sum(len(heads[ch][kind].to_bytes()) for ch in order))
         kind = min(kinds, key=cost)
         head_params = bytes([kind]) + b"".join(heads[ch][kind].to_bytes() for ch in order if kind != HEAD_TRAINED)
-        payload = self._entropy_code(layout, order, priors, ys, xs, flat, decode_order, residuals[kind],
-                                     gradients, border_res)
-        flags = int(transposed) | (layout.bands - 1) << 1
+        learned, payload = self._entropy_code(layout, order, priors, ys, xs, flat, decode_order, residuals[kind],
+                                              gradients, border_res, energy)
+        flags = int(transposed) | (layout.bands - 1) << 1 | int(learned) << 3
         return bytes([MODE_PREDICTIVE, flags]) + write_varint(len(border)) + border + head_params + payload
 
     def _entropy_code(self, layout, order, priors, ys, xs, flat, decode_order, residuals, gradients,
-                      border_res) -> bytes:
+                      border_res, energy: str) -> tuple[bool, bytes]:
+        """Contexts and symbol streams; whether the energy is the per-image (learned) one.
+        Both energies are scored by the estimated cost of their best binning."""
         res_plane = border_res.copy()
         for ch in order:
             res_plane[ys, xs, ch] = residuals[ch]
         res_stack = layout.pad(res_plane)
-
-        def energy(ch, s):
-            return gradients[ch][s] + P.residual_energy(res_stack, flat[s], ch, priors[ch]).astype(np.int32)
-        energies = {ch: np.concatenate([energy(ch, s) for s in _chunks(len(flat))]) if len(flat)
-                    else np.zeros(0, np.int32) for ch in order}
         symbols = {ch: zigzag(residuals[ch]) for ch in order}
-        joints = {ch: np.bincount(np.minimum(energies[ch], ENERGY_CLIP).astype(np.int64) * 256 + symbols[ch],
-                                  minlength=(ENERGY_CLIP + 1) * 256).reshape(ENERGY_CLIP + 1, 256)
-                  for ch in order}
+        can_fit = len(flat) >= (1 if energy == "learned" else ENERGY_FIT_MIN_SAMPLES)
+        candidates = {}  # per-image weights or not: each channel's energy weights
+        if energy != "learned" or not can_fit:
+            candidates[False] = {ch: P.fixed_energy_weights(len(priors[ch])) for ch in order}
+        if energy != "fixed" and can_fit:
+            sample = np.sort(np.random.default_rng(0).choice(len(flat), min(len(flat), FIT_SAMPLES), replace=False))
+            candidates[True] = {ch: fit_energy(P.energy_features(res_stack, flat[sample], gradients[ch][sample], ch,
+                                                                 priors[ch]), residuals[ch][sample])
+                                for ch in order}
+
+        def energy_of(ch, weights):
+            model = self.predictor.channel_model(ch, priors[ch], layout.pw, res_stack[0].size, [(HEAD_TRAINED, None)],
+                                                 weights)
+            return K.energies(res_stack, flat, gradients[ch], model)
+
         best = None
-        for k in TABLE_COUNTS:
-            if k > 1 and len(flat) < 256 * k:
-                break
-            found = {ch: choose_bins(joints[ch], k) for ch in order}
-            cost = sum(bits for _, bits in found.values())
-            if best is None or cost < best[0]:
-                best = (cost, k, {ch: th for ch, (th, _) in found.items()})
-        _, k, bins = best
-        params = bytearray([k])
+        for learned, weights in candidates.items():
+            # One channel's energies at a time: a 12-megapixel image's encoder stays under 2 GB.
+            joints = {ch: cumulative_joint(energy_of(ch, weights[ch]), symbols[ch]) for ch in order}
+            params = b"".join(_zz_varint(int(v)) for ch in order for v in weights[ch]) if learned else b""
+            bits, k, bins = _choose_contexts(joints, len(flat))
+            if best is None or bits + 8 * len(params) < best[0]:
+                best = (bits + 8 * len(params), learned, params, k, bins)
+        _, learned, params, k, bins = best
+        params = bytearray(params + bytes([k]))
         streams = []
         for ch in order:
             th = bins[ch]
             # Thresholds can merge on images with few distinct energies; repeat the last one.
             th = np.concatenate([th, np.full(k - 1 - len(th), th[-1] if len(th) else 0, dtype=np.int64)])
             params += b"".join(write_varint(int(v)) for v in th)
-            ctx = np.searchsorted(th, energies[ch][decode_order], side="right")
-            sym = symbols[ch][decode_order]
-            streams += [sym[ctx == j] for j in range(k)]
-        return bytes(params) + symbol_streams.encode(streams)
+            ctx = np.searchsorted(th, energy_of(ch, candidates[learned][ch])[decode_order], side="right")
+            by_context = symbols[ch][decode_order][np.argsort(ctx, kind="stable")]
+            streams += np.split(by_context, np.cumsum(np.bincount(ctx, minlength=k))[:-1])
+        return learned, bytes(params) + symbol_streams.encode(streams)
 
     # ------------------------------------------------------------ decompress
 
@@ -458,16 +436,35 @@ class MlpCodec:
             raise CorruptFileError(f"corrupted mlp data ({exc})") from None
 
     def _decode_predictive(self, data: bytes, shape) -> np.ndarray:
-        if len(data) < 2 or data[1] >> 3:
+        if len(data) < 2 or data[1] >> 4:
             raise ValueError("bad predictive header")
         if not _pays_for_its_work(data, shape):  # before anything of the image's size exists
             raise ValueError(f"predictive payload too short for a {shape[1]}x{shape[0]} image")
-        transposed, bands = data[1] & 1, (data[1] >> 1) + 1
+        transposed, bands, learned = predictive_flags(data[1])
         if transposed:
-            return self._decode_wavefronts(data, (shape[1], shape[0], shape[2]), bands).transpose(1, 0, 2).copy()
-        return self._decode_wavefronts(data, shape, bands)
+            return self._decode_wavefronts(data, (shape[1], shape[0], shape[2]), bands,
+                                           learned).transpose(1, 0, 2).copy()
+        return self._decode_wavefronts(data, shape, bands, learned)
 
-    def _decode_wavefronts(self, data: bytes, shape, bands: int) -> np.ndarray:
+    def _decode_wavefronts(self, data: bytes, shape, bands: int, learned: bool) -> np.ndarray:
+        coded = self.parse_predictive(data, shape, bands, learned)
+        layout, order = coded.layout, coded.order
+        lengths = np.array([len(s) for s in coded.streams], dtype=np.int64)
+        ends = np.cumsum(lengths)
+        pool = np.concatenate(coded.streams + [np.zeros(0, np.uint8)])
+        stack = layout.pad(coded.image)
+        res = layout.pad(coded.border_res)
+        models = [self.predictor.channel_model(ch, coded.priors[ch], layout.pw, stack[0].size,
+                                               [(coded.kind, coded.heads[ch])], coded.energy[ch]) for ch in order]
+        if not K.decode_wavefronts(stack, res, layout.w, layout.row0, layout.heights, order, coded.thresholds, pool,
+                                   ends - lengths, ends, models):
+            raise ValueError("context streams do not match the image")
+        return layout.unpad(stack).astype(np.uint8)
+
+    def parse_predictive(self, data: bytes, shape, bands: int, learned: bool) -> "PredictivePayload":
+        """Everything of a (possibly transposed) predictive payload but the wavefront walk,
+        checked: the border decoded into the image, the head, the contexts (`learned`: with
+        per-image energy weights) and the streams."""
         h, w, c = shape
         if bands > h:
             raise ValueError("more bands than rows")
@@ -488,75 +485,61 @@ class MlpCodec:
                 n_priors = len(priors[ch])
                 heads[ch], pos = FittedHead.from_bytes(data, pos, self.predictor.head_size(kind, n_priors),
                                                        self.predictor.head_bound(kind, n_priors))
+        energy = {ch: P.fixed_energy_weights(len(priors[ch])) for ch in order}
+        if learned:
+            for ch in order:
+                weights = []
+                for _ in range(P.energy_size(len(priors[ch]))):
+                    v, pos = _read_zz(data, pos)
+                    weights.append(v)
+                energy[ch] = np.array(weights, dtype=np.int64)
         k = data[pos]
         pos += 1
         if k == 0:
             raise ValueError("bad table count")
-        thresholds = {}
-        for ch in order:
-            th = []
-            for _ in range(k - 1):
-                v, pos = read_varint(data, pos, "mlp contexts")
-                th.append(v)
-            thresholds[ch] = np.array(th, dtype=np.int64)
+        thresholds = np.zeros((len(order), k - 1), np.int64)
+        for i in range(len(order)):
+            for j in range(k - 1):
+                thresholds[i, j], pos = read_varint(data, pos, "mlp contexts")
+        if np.any(np.diff(thresholds, axis=1) < 0):
+            raise ValueError("context thresholds decrease")
         n_interior = sum(max(hb - 1, 0) for hb in layout.heights) * max(w - 1, 0)
         streams, pos = symbol_streams.decode(data, pos, n_interior * c)
         if pos != len(data) or len(streams) != k * len(order):
             raise ValueError("payload length does not match its streams")
-        pools, starts, ends, ptrs = {}, {}, {}, {}
-        for i, ch in enumerate(order):
-            lengths = np.array([len(s) for s in streams[i * k:(i + 1) * k]], dtype=np.int64)
-            if lengths.sum() != n_interior:
-                raise ValueError("symbol count does not match the image")
-            pools[ch] = np.concatenate(streams[i * k:(i + 1) * k] + [np.zeros(1, np.uint8)])
-            ends[ch] = np.cumsum(lengths)
-            starts[ch] = ends[ch] - lengths
-            ptrs[ch] = starts[ch].copy()
+        if np.any(np.array([len(s) for s in streams]).reshape(len(order), k).sum(axis=1) != n_interior):
+            raise ValueError("symbol count does not match the image")
+        return PredictivePayload(layout, order, priors, image, border_res, kind, heads, energy, thresholds, streams)
 
-        stack = layout.pad(image)
-        res = layout.pad(border_res)
-        plane = stack[0].size
-        flat_vals, flat_res = stack.reshape(-1), res.reshape(-1)
-        kernels = {ch: self.predictor.wavefront_kernel(ch, priors[ch], kind, heads[ch]) for ch in order}
-        for flat, last in layout.wavefronts():
-            for ch in order:
-                pred, grad = kernels[ch](stack, flat)
-                ctx = np.searchsorted(thresholds[ch], grad + P.residual_energy(res, flat, ch, priors[ch]), side="right")
-                # Each context's stream hands out its next symbols, in wavefront order.
-                counts = np.bincount(ctx, minlength=k)
-                sort = np.argsort(ctx, kind="stable")
-                sorted_ctx = ctx[sort]
-                take = np.empty(len(ctx), dtype=np.int64)
-                take[sort] = ptrs[ch][sorted_ctx] + np.arange(len(ctx)) - (np.cumsum(counts) - counts)[sorted_ctx]
-                ptrs[ch] += counts
-                r = UNZIGZAG[pools[ch][np.minimum(take, len(pools[ch]) - 1)]]
-                values = (pred + r) & 255
-                at = flat + ch * plane
-                flat_vals[at] = values
-                flat_res[at] = r
-                if last.any():  # the right padding copies the last column as it is decoded
-                    flat_vals[at[last] + 1] = values[last]
-                    flat_res[at[last] + 1] = r[last]
-        for ch in order:
-            if np.any(ptrs[ch] != ends[ch]):
-                raise ValueError("context streams do not match the image")
-        return layout.unpad(stack).astype(np.uint8)
+
+@dataclass
+class PredictivePayload:
+    layout: Layout
+    order: list[int]
+    priors: dict[int, list[int]]
+    image: np.ndarray       # the border decoded, the interior still zero
+    border_res: np.ndarray  # the border's residuals (the first interior samples' context)
+    kind: int
+    heads: dict             # channel -> FittedHead, or None for the trained head
+    energy: dict            # channel -> its context energy's weights
+    thresholds: np.ndarray  # (coded channels, K - 1)
+    streams: list[np.ndarray]  # stream c * K + k: the c-th coded channel's symbols of context k
+
+
+def predictive_flags(flags: int) -> tuple[bool, int, bool]:
+    """(transposed, band count, per-image energy weights) from a predictive payload's flags byte."""
+    return bool(flags & 1), (flags >> 1 & 3) + 1, bool(flags >> 3 & 1)
 
 
 def _pays_for_its_work(payload: bytes, shape) -> bool:
     """Whether a predictive payload is long enough for the decoding work of its image
     (PREDICTIVE_SAMPLES_PER_BYTE); `shape` is the image's, the flags byte says how it is coded."""
     h, w, c = shape
-    if payload[1] & 1:  # transposed
+    transposed, bands, _ = predictive_flags(payload[1])
+    if transposed:
         h, w = w, h
-    bands = (payload[1] >> 1 & 3) + 1
     wavefronts = w + 2 * -(-h // bands)  # an upper bound: t = x + 2y within a band
     return PREDICTIVE_SAMPLES_PER_BYTE * (len(payload) - c * wavefronts) >= h * w * c
-
-
-def _chunks(n: int):
-    for start in range(0, n, CHUNK):
-        yield slice(start, min(n, start + CHUNK))
 
 
 # ---------------------------------------------------------------- border and filtered modes

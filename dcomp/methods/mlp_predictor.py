@@ -21,6 +21,8 @@ ACT_BITS = 8  # hidden activations carry 8 fractional bits
 WEIGHT_MAX = 1 << 15
 INPUT_MAX = 255  # inputs are differences of two samples' values and a reference in 0..255
 EXACT_LIMIT = 1 << 52  # every partial sum stays below: float64 represents it exactly
+# The context energy's local activity |W - NW| + |N - NW| + |NE - N|, as neighbour pairs.
+GRADIENT_PAIRS = (((-1, 0), (-1, -1)), ((0, -1), (-1, -1)), ((1, -1), (0, -1)))
 
 
 def coding_order(channels: int) -> list[int]:
@@ -53,7 +55,7 @@ def med(w: np.ndarray, n: np.ndarray, nw: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def _layout(channel: int, priors: tuple[int, ...], pw: int, plane: int):
+def input_layout(channel: int, priors: tuple[int, ...], pw: int, plane: int):
     """Flat offsets of every sample the inputs need, and where each group's W, N, NW sit."""
     nb = [dy * pw + dx for dx, dy in NEIGHBOURS]
     offs, groups = [channel * plane + o for o in nb], [0] * len(nb)
@@ -75,7 +77,7 @@ def gather_inputs(stack: np.ndarray, flat_pos: np.ndarray, channel: int, priors:
     channel's neighbourhood is given relative to its own MED reference, so the inputs
     describe local shape, not brightness; a prior channel also gives its current sample.
     """
-    offs, groups, w_i, n_i, nw_i = _layout(channel, tuple(priors), stack.shape[2], stack[0].size)
+    offs, groups, w_i, n_i, nw_i = input_layout(channel, tuple(priors), stack.shape[2], stack[0].size)
     v = stack.reshape(-1)[flat_pos[:, None] + offs]
     refs = med(v[:, w_i], v[:, n_i], v[:, nw_i])
     return v - refs[:, groups], refs[:, 0]
@@ -183,41 +185,56 @@ def linear_head(parts: list[np.ndarray], coeffs: list[np.ndarray], const: int, s
     return np.floor(z * 2.0 ** -shift).astype(np.int64)
 
 
+# The context energy is a weighted sum of features the decoder already knows: |residual| of this
+# channel at these neighbours, the local activity |W - NW| + |N - NW| + |NE - N|, and |residual|
+# of each channel already coded at this pixel (the strongest single cue), plus a constant.
+ENERGY_NEIGHBOURS = ((-1, 0), (0, -1), (-1, -1), (1, -1), (-2, 0), (0, -2), (1, -2), (-2, -1))
+# The format's fixed energy (files without per-image weights): W and N residuals twice, NW and
+# NE once, the activity once, prior channels' residuals twice.
+FIXED_NEIGHBOUR_WEIGHTS = (2, 2, 1, 1, 0, 0, 0, 0)
+FIXED_ACTIVITY_WEIGHT, FIXED_PRIOR_WEIGHT = 1, 2
+
+
+def energy_size(n_priors: int) -> int:
+    """Weights of one channel's energy: neighbours, activity, priors, the constant."""
+    return len(ENERGY_NEIGHBOURS) + 1 + n_priors + 1
+
+
+def fixed_energy_weights(n_priors: int) -> np.ndarray:
+    return np.array(FIXED_NEIGHBOUR_WEIGHTS + (FIXED_ACTIVITY_WEIGHT,) + (FIXED_PRIOR_WEIGHT,) * n_priors + (0,),
+                    dtype=np.int64)
+
+
 @lru_cache(maxsize=64)
-def _energy_layout(channel: int, priors: tuple[int, ...], pw: int, plane: int):
-    """Offsets of the residuals the energy reads, their weights, and the gradient pairs
-    (as a difference matrix over the own-channel inputs of `gather_inputs`)."""
-    offs = [channel * plane + o for o in (-1, -pw, -pw - 1, -pw + 1)] + [p * plane for p in priors]
-    weights = [2, 2, 1, 1] + [2] * len(priors)
-    n_in = input_size(len(priors))
-    diff = np.zeros((n_in, 3))
+def energy_layout(channel: int, priors: tuple[int, ...], pw: int, plane: int):
+    """Offsets of the residuals the energy reads (neighbours, then prior channels), and the
+    activity's pairs as a difference matrix over the own-channel inputs of `gather_inputs`."""
+    offs = [channel * plane + dy * pw + dx for dx, dy in ENERGY_NEIGHBOURS] + [p * plane for p in priors]
+    diff = np.zeros((input_size(len(priors)), 3))
     idx = {nb: i for i, nb in enumerate(NEIGHBOURS)}
-    for col, (a, b) in enumerate((((-1, 0), (-1, -1)), ((0, -1), (-1, -1)), ((1, -1), (0, -1)))):
+    for col, (a, b) in enumerate(GRADIENT_PAIRS):
         diff[idx[a], col], diff[idx[b], col] = 1, -1
-    return np.array(offs, dtype=np.int64), np.array(weights, dtype=np.float64), diff
-
-
-def residual_energy(res: np.ndarray, flat_pos: np.ndarray, channel: int, priors: list[int]) -> np.ndarray:
-    """The residual part of the context energy: neighbouring residuals of this channel (W and
-    N count twice) and twice the residuals of the channels already coded at this pixel (the
-    strongest single cue). `res` is the padded (C, H', W') residual stack."""
-    offs, weights, _ = _energy_layout(channel, tuple(priors), res.shape[2], res[0].size)
-    return np.abs(res.reshape(-1)[flat_pos[:, None] + offs]) @ weights
-
-
-def gradient_energy_matrix(channel: int, priors: list[int]) -> np.ndarray:
-    return _energy_layout(channel, tuple(priors), 0, 0)[2]
+    return np.array(offs, dtype=np.int64), diff
 
 
 def gradient_energy(x: np.ndarray, channel: int, priors: list[int]) -> np.ndarray:
-    """The local-activity part: |W - NW| + |N - NW| + |NE - N|, from the inputs of
-    `gather_inputs` (differences of inputs are differences of samples)."""
-    _, _, diff = _energy_layout(channel, tuple(priors), 0, 0)
+    """The local activity |W - NW| + |N - NW| + |NE - N|, from the inputs of `gather_inputs`
+    (differences of inputs are differences of samples)."""
+    _, diff = energy_layout(channel, tuple(priors), 0, 0)
     return np.abs(x @ diff).sum(axis=1)
 
 
-def context_energy(res: np.ndarray, flat_pos: np.ndarray, x: np.ndarray, channel: int,
-                   priors: list[int]) -> np.ndarray:
-    """How large the residual is likely to be, from what the decoder already knows. Integer-
-    valued float64 throughout, exact."""
-    return residual_energy(res, flat_pos, channel, priors) + gradient_energy(x, channel, priors)
+def energy_features(res: np.ndarray, flat_pos: np.ndarray, activity: np.ndarray, channel: int,
+                    priors: list[int]) -> np.ndarray:
+    """(n, energy_size - 1) int64: the features in weight order, the constant left out. `res`
+    is the padded (C, H', W') residual stack, `activity` the `gradient_energy` of the samples."""
+    offs, _ = energy_layout(channel, tuple(priors), res.shape[2], res[0].size)
+    r = np.abs(res.reshape(-1)[flat_pos[:, None] + offs].astype(np.int64))
+    n_nb = len(ENERGY_NEIGHBOURS)
+    return np.concatenate([r[:, :n_nb], np.asarray(activity, np.int64)[:, None], r[:, n_nb:]], axis=1)
+
+
+def context_energy(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """How large the residual is likely to be: max(0, weights . features + constant), in
+    integers (int64 cannot overflow: features are at most 765, weights below 2**35)."""
+    return np.maximum(features @ weights[:-1] + weights[-1], 0)
