@@ -98,11 +98,11 @@ train-cnn-rnn-ae:
 
 # The GAN decoders, fine-tuned from the committed cnn-ae-ft (rerun both when it changes).
 train-gan-ae:
-	.venv/bin/dcomp train gan-ae --data $(DATA)/photos-train --init weights/cnn-ae-ft.npz --minutes 45 \
+	.venv/bin/dcomp train gan-ae --data $(DATA)/photos-train --init weights/cnn-ae-ft.npz --minutes 12 \
 		--out weights/gan-ae.npz --force
 
 train-gan-ae-dc:
-	.venv/bin/dcomp train gan-ae-dc --data $(DATA)/photos-train --init weights/cnn-ae-ft.npz --minutes 45 \
+	.venv/bin/dcomp train gan-ae-dc --data $(DATA)/photos-train --init weights/cnn-ae-ft.npz --minutes 12 \
 		--out weights/gan-ae-dc.npz --force
 
 clean:
