@@ -46,7 +46,7 @@ INITIAL_SCALES = (0.3, 3.0)  # a peaked and a wide part
 class SubbandLayout:
     levels: int
     qualities: int
-    contexts: bool = True  # False: every coefficient of a class uses its bin-0 table (the ablation)
+    contexts: bool = True  # False: one table per class and quality, no contexts (the ablation)
 
     @property
     def detail_tables(self) -> int:
@@ -145,11 +145,12 @@ def external_context(mag_band, mag_parent, channel: int):
     return out
 
 
-def detail_tables(layout: SubbandLayout, depth: int, channel: int, phase: int, local, external):
-    """Table index of each position (for positions of `phase`)."""
+def detail_tables(layout: SubbandLayout, depth: int, channel: int, phase: int, local, external, q=0):
+    """Table index of each position (for positions of `phase`). Without contexts (an ablation,
+    never written to files) the local-bin slot holds the quality index q instead."""
     base = layout.class_base(depth, channel, phase == 0)
     if not layout.contexts:
-        return local * 0 + base
+        return local * 0 + base + q * EXTERNAL_BINS
     return base + _bit_length(local, LOCAL_BINS) * EXTERNAL_BINS + _bit_length(external, EXTERNAL_BINS)
 
 
@@ -210,7 +211,8 @@ class SubbandEntropyModel(nn.Module):
             for ch in range(ORIENTATIONS * COLOURS):
                 ext = external_context(band, parent, ch)
                 for p in range(PHASES):
-                    t = detail_tables(lay, depth, ch, p, local_context(band[:, ch], p, phases), ext)
+                    t = detail_tables(lay, depth, ch, p, local_context(band[:, ch], p, phases), ext,
+                                      q[:, None, None])
                     idx[:, ch] = torch.where(phase_t == p, t.to(torch.int64), idx[:, ch])
             out.append(idx)
         return out
@@ -287,7 +289,7 @@ class SubbandEntropyModel(nn.Module):
                 for p in range(PHASES):
                     where = phases == p
                     tables[where] = detail_tables(lay, depth, ch, p, local_context(mag[ch], p, phases)[where],
-                                                  ext[where])
+                                                  ext[where], q)
                 yield depth + 1, ch, tables
 
     def code_length(self, values: np.ndarray, tables: np.ndarray) -> np.ndarray:
@@ -326,7 +328,7 @@ class SubbandEntropyModel(nn.Module):
                     if not len(pos):
                         continue
                     local = local_context(np.abs(band[ch]), p, phases.reshape(h, w)).ravel()[pos]
-                    tables = detail_tables(lay, depth, ch, p, local, ext[pos])
+                    tables = detail_tables(lay, depth, ch, p, local, ext[pos], q)
                     order, runs = _table_runs(tables)
                     for t, start, end in runs:
                         code_run(depth + 1, ch, pos[order[start:end]], t)
