@@ -130,3 +130,15 @@ def assert_one_error_line(proc: subprocess.CompletedProcess, code: int = 1) -> s
     assert len(lines) == 1, text
     assert lines[0].startswith("dcomp: error:"), text
     return lines[0]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors and convolutions: with two torch threads contending for two cores (other
+    work beside the tests) they ran 5-25x slower than with one. Restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

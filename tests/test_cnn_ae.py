@@ -27,6 +27,8 @@ from dcomp.varint import read_varint, write_varint
 
 from conftest import assert_one_error_line, load_fixture
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny tensors, one thread
+
 PHOTO = load_fixture("kodim03_64x48.png")   # (48, 64, 3)
 SMALL = load_fixture("kodim23_33x21.png")   # (21, 33, 3)
 QUALITIES = range(1, cnn_ae.QUALITIES + 1)
@@ -70,14 +72,6 @@ def is_this_backbone(path) -> bool:
 
 # ---------------------------------------------------------------- fixtures
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The convolutions here are tiny: with two torch threads contending for two cores (other
-    work beside the tests) they ran 5-25x slower than with one. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", autouse=True)

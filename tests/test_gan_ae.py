@@ -23,19 +23,12 @@ from dcomp.train import gan_ae as T
 
 from conftest import assert_one_error_line, load_fixture
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny tensors, one thread
+
 PHOTO = load_fixture("kodim03_64x48.png")
 GAN_METHODS = ("gan-ae", "gan-ae-dc")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny convolutions: a second torch thread only contends with other work on the machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

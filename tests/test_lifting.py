@@ -10,14 +10,9 @@ import torch
 
 from dcomp import lifting as L
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny tensors, one thread
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny convolutions: a second torch thread only contends with other work on the machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
 
 
 # JPEG 2000 Part 1 (Table F.4), the 9/7 analysis filters, centre tap first: the low-pass has

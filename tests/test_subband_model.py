@@ -25,19 +25,14 @@ from dcomp.varint import read_varint, write_varint
 
 from conftest import load_fixture
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny tensors, one thread
+
 LAYOUT = S.SubbandLayout(cnn_ae.LEVELS, cnn_ae.QUALITIES)
 PHOTO = load_fixture("kodim03_64x48.png")  # (48, 64, 3)
 LOG_TINY, LOG_HUGE = math.log(1e-3), math.log(500.0)
 WIDE_SCALE = 20.0  # every table this wide: each coefficient costs nearly a whole bit at least
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny tensors: a second torch thread only contends with other work on the machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------- helpers
