@@ -4,7 +4,7 @@ PIP     := .venv/bin/pip
 DATA    ?= ../shared/data
 KODAK   ?= $(DATA)/kodak
 
-.PHONY: install test test-slow fuzz bench-lossless bench-memory bench-lossy-kodak bench-lossy-cifar10 bench-memory-lossy bench-gan-kodak bench-gan-cifar10 train-mlp train-cnn-ae train-cnn-ae-ft train-gan-ae train-gan-ae-dc bench-rnn-kodak bench-rnn-cifar10 bench-rnn-bits bench-memory-rnn train-cnn-rnn-ae clean
+.PHONY: install test test-slow fuzz bench-lossless bench-memory bench-ablation bench-lossy-kodak bench-lossy-cifar10 bench-memory-lossy bench-gan-kodak bench-gan-cifar10 train-mlp train-cnn-ae train-cnn-ae-ft train-gan-ae train-gan-ae-dc bench-rnn-kodak bench-rnn-cifar10 bench-rnn-bits bench-memory-rnn train-cnn-rnn-ae clean
 
 # torch first, pinned to the CPU build on disk: letting pip resolve torch would pull CUDA wheels.
 install:
@@ -71,6 +71,12 @@ bench-rnn-bits:
 
 bench-memory-rnn:
 	$(PY) -m dcomp.bench.memory --photo $(DATA)/photos-train/001.png -m cnn-rnn-ae -q 16 --json results/memory-rnn.json
+
+# The backbone's ablation: untrained / trained transform x context-free / context tables, each
+# with tables refitted on training photos, coded with cnn-ae-ft's encoder; BD-rate vs JPEG 2000.
+bench-ablation:
+	$(PY) -m dcomp.bench.ablation --dataset $(KODAK) --weights weights/cnn-ae-ft.npz \
+		--train $(DATA)/photos-train $(DATA)/photos-train-extra --images 6 --json results/ablation-kodak.json
 
 # 4000x3000 lossy round trip through the CLI (tiled transforms), peak memory of each step.
 bench-memory-lossy:
