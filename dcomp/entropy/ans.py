@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from dcomp.entropy.laplace import PRECISION
+from dcomp.errors import CorruptFileError
+from dcomp.varint import read_varint, write_varint
 
 WORD_BITS = 32
 # The 64-bit state: while it holds fewer than 27 bits the symbols encoded can cost less than
@@ -32,3 +34,22 @@ def too_short(cost: int, n_words: int) -> bool:
     """Whether n_words of ANS data are fewer than symbols whose floors sum to `cost` (in units
     of 2**-PRECISION bits) take. Python integers: exact."""
     return cost > (WORD_BITS * n_words + STATE_SLACK_BITS) << PRECISION
+
+
+# The escape list in front of the ANS words: a varint count, then the escaped values zigzag-mapped.
+
+def escape_bytes(values: list[int]) -> bytes:
+    return write_varint(len(values)) + b"".join(write_varint(2 * v if v >= 0 else -2 * v - 1) for v in values)
+
+
+def read_escapes(payload: bytes, limit: int | None = None, of: str = "values") -> tuple[list[int], int]:
+    """The escaped values and where the words start; a count above `limit` is corrupt before
+    any is read. CorruptFileError (from the varints) on a cut or malformed list."""
+    count, pos = read_varint(payload, 0)
+    if limit is not None and count > limit:
+        raise CorruptFileError(f"more escapes than {of}")
+    values = []
+    for _ in range(count):
+        z, pos = read_varint(payload, pos)
+        values.append(-(z >> 1) - 1 if z & 1 else z >> 1)
+    return values, pos

@@ -24,7 +24,6 @@ from dcomp.entropy import ans
 from dcomp.entropy.dc import dc_from_residual, dc_residual
 from dcomp.entropy.laplace import build_tables, likelihood
 from dcomp.errors import CorruptFileError, UnsupportedError, WeightsError
-from dcomp.varint import read_varint, write_varint
 
 INITIAL_SCALES = (0.3, 3.0)  # a peaked and a wide part: near-zero and outlying latents
 
@@ -110,10 +109,6 @@ def _bin_spans(bins: np.ndarray, n_bins: int) -> tuple[np.ndarray, list[tuple[in
     counts = np.bincount(flat, minlength=n_bins)
     ends = np.cumsum(counts)
     return np.argsort(flat, kind="stable"), [(b, int(ends[b] - n), int(ends[b])) for b, n in enumerate(counts) if n]
-
-
-def _escape_bytes(values: list[int]) -> bytes:
-    return b"".join(write_varint(2 * v if v >= 0 else -2 * v - 1) for v in values)
 
 
 # ---------------------------------------------------------------- the model
@@ -228,18 +223,15 @@ class ContextEntropyModel(nn.Module):
             # Only if nearly every latent is its table's least likely value -K, the symbol that
             # costs nothing in an empty coder: the reader would refuse the file, so never write it.
             raise UnsupportedError("cannot code these latents: their stream is shorter than the format allows")
-        return write_varint(len(escapes)) + _escape_bytes(escapes) + words.astype("<u4").tobytes()
+        return ans.escape_bytes(escapes) + words.astype("<u4").tobytes()
 
     def decompress(self, payload: bytes, q: int, h: int, w: int) -> np.ndarray:
         """The inverse of compress; CorruptFileError on anything inconsistent."""
         import constriction
         layout = self.layout
         try:
-            n_escapes, pos = read_varint(payload, 0)
-            escapes = []
-            for _ in range(n_escapes):
-                z, pos = read_varint(payload, pos)
-                escapes.append(-(z >> 1) - 1 if z & 1 else z >> 1)
+            escapes, pos = ans.read_escapes(payload)
+            n_escapes = len(escapes)
         except CorruptFileError as exc:
             raise CorruptFileError(f"corrupted latent stream ({exc})") from None
         words = payload[pos:]

@@ -33,7 +33,6 @@ from dcomp.entropy import ans
 from dcomp.entropy.dc import dc_from_residual, dc_residual
 from dcomp.entropy.laplace import PRECISION, build_tables, likelihood
 from dcomp.errors import CorruptFileError, UnsupportedError, WeightsError
-from dcomp.varint import read_varint, write_varint
 
 ORIENTATIONS, COLOURS = 3, 3
 PHASES = 4
@@ -172,10 +171,6 @@ def _table_runs(tables: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, in
     starts = np.flatnonzero(np.r_[True, sorted_tables[1:] != sorted_tables[:-1]])
     ends = np.r_[starts[1:], len(tables)]
     return order, [(int(sorted_tables[s]), int(s), int(e)) for s, e in zip(starts, ends)]
-
-
-def _escape_bytes(values: list[int]) -> bytes:
-    return b"".join(write_varint(2 * v if v >= 0 else -2 * v - 1) for v in values)
 
 
 # ---------------------------------------------------------------- the model
@@ -357,7 +352,7 @@ class SubbandEntropyModel(nn.Module):
         scale = 1 << self.layout.levels
         if ans.too_short(self.stream_cost(q, bands[0].shape[1] * scale, bands[0].shape[2] * scale), len(words)):
             raise UnsupportedError("cannot code these coefficients: their stream is shorter than the format allows")
-        return write_varint(len(escapes)) + _escape_bytes(escapes) + words.astype("<u4").tobytes()
+        return ans.escape_bytes(escapes) + words.astype("<u4").tobytes()
 
     def decompress(self, payload: bytes, q: int, height: int, width: int) -> list[np.ndarray]:
         """The inverse of compress for a padded image of height x width; CorruptFileError on
@@ -366,13 +361,7 @@ class SubbandEntropyModel(nn.Module):
         shapes = self.layout.band_shapes(height, width)
         total = sum(c * h * w for c, h, w in shapes)
         try:
-            n_escapes, pos = read_varint(payload, 0)
-            if n_escapes > total:
-                raise CorruptFileError("more escapes than coefficients")
-            escapes = []
-            for _ in range(n_escapes):
-                z, pos = read_varint(payload, pos)
-                escapes.append(-(z >> 1) - 1 if z & 1 else z >> 1)
+            escapes, pos = ans.read_escapes(payload, total, "coefficients")
         except CorruptFileError as exc:
             raise CorruptFileError(f"corrupted coefficient stream ({exc})") from None
         words = payload[pos:]
