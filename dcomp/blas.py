@@ -40,7 +40,7 @@ def _find() -> None:
     _setter = _getter = False
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
     """The cores this process may run on (taskset, cgroups' affinity), not the machine's: more
     BLAS threads than that only contend (5x slower measured under taskset -c 1)."""
     try:
@@ -57,7 +57,7 @@ def many_threads(limit: int = 4):
         yield
         return
     before = _getter()
-    _setter(max(1, min(limit, _usable_cores())))
+    _setter(max(1, min(limit, usable_cores())))
     try:
         yield
     finally:

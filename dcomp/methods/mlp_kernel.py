@@ -7,6 +7,11 @@ CPU: in `$NUMBA_CACHE_DIR` when that is set, else in `__pycache__` beside this f
 (a read-only install) in `~/.cache/numba`. Where nothing can be written they are compiled in
 every process, with a warning and identical results.
 
+The encoder's loops work on a slice [start, end) of the samples and release the GIL, so the
+encoder runs them on every usable core from Python threads. (numba's own parallel loops need
+a threading layer: OpenMP hangs in a process forked after using it, and workqueue aborts when
+two threads call in at once; a batch worker or a bench pool may do either.)
+
 Exactness: as in `mlp_predictor` (normative, and the reference the tests compare these loops
 with), every operand is an integer held in float64 and every partial sum stays below 2**52
 (bounds checked when weights and heads load). So sums are exact in any order, with or
@@ -17,11 +22,13 @@ from __future__ import annotations
 
 import warnings
 from collections import namedtuple
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
+from dcomp.blas import usable_cores
 from dcomp.methods import mlp_predictor as P
 
 STREAM_EXHAUSTED = 1  # the decoder's status: a context needed more symbols than its stream holds
@@ -218,14 +225,15 @@ DECODE_BLOCK = 256
 
 
 @_jit
-def _encode_pass(vals, flat, own, model, res_out, grad_out):
+def _encode_pass(vals, flat, first, stop, own, model, res_out, grad_out):
     """Residuals of every head (res_out[h, i]) and the activity of each interior
-    sample at flat[i] of the one channel in `model`, whose plane starts at `own`."""
+    sample at flat[i], first <= i < stop, of the one channel in `model`, whose plane
+    starts at `own`."""
     scratch = _scratch(model, ENCODE_BLOCK)
     pred, energy = scratch[5], scratch[6]
     pos = np.empty(ENCODE_BLOCK, np.int64)
-    for start in range(0, flat.shape[0], ENCODE_BLOCK):
-        n = min(ENCODE_BLOCK, flat.shape[0] - start)
+    for start in range(first, stop, ENCODE_BLOCK):
+        n = min(ENCODE_BLOCK, stop - start)
         for p in range(n):
             pos[p] = flat[start + p]
         _predict(vals, pos, n, 0, model, scratch)
@@ -237,8 +245,8 @@ def _encode_pass(vals, flat, own, model, res_out, grad_out):
 
 
 @_jit
-def _energies(res, flat, activity, eoffs, eweights, eextra, out):
-    for i in range(flat.shape[0]):
+def _energies(res, flat, first, stop, activity, eoffs, eweights, eextra, out):
+    for i in range(first, stop):
         e = eextra[0] * np.int64(activity[i]) + eextra[1]
         for k in range(eoffs.shape[0]):
             e += eweights[k] * abs(res[flat[i] + eoffs[k]])
@@ -310,13 +318,32 @@ def _decode(vals, res, row0, heights, width, pw, plane, order, th, pool, ptr, en
     return 0
 
 
+# Fewer samples than this per thread: one thread (starting threads would cost more).
+THREAD_MIN_SAMPLES = 1 << 16
+
+
+def _on_every_core(kernel, n: int, *args) -> None:
+    """kernel(*args[:1], flat, first, stop, *rest) over n samples, cut into one contiguous
+    slice per usable core; every sample's output depends only on the inputs, so the result
+    is the same however it is cut."""
+    parts = max(1, min(usable_cores(), n // THREAD_MIN_SAMPLES))
+    cuts = [n * i // parts for i in range(parts + 1)]
+    head, rest = args[:2], args[2:]
+    if parts == 1:
+        kernel(*head, 0, n, *rest)
+        return
+    with ThreadPoolExecutor(parts) as pool:
+        for done in [pool.submit(kernel, *head, a, b, *rest) for a, b in zip(cuts[:-1], cuts[1:])]:
+            done.result()
+
+
 def encode_pass(stack: np.ndarray, flat: np.ndarray, channel: int, model: ChannelModel
                 ) -> tuple[np.ndarray, np.ndarray]:
     """(residuals per head: (heads, n) int16, activity: (n,) int32) of the interior
     samples at `flat` of `channel`, in the order given."""
     res = np.empty((len(model.const), len(flat)), np.int16)
     grad = np.empty(len(flat), np.int32)
-    _encode_pass(stack.reshape(-1), flat, channel * stack[0].size, pack([model]), res, grad)
+    _on_every_core(_encode_pass, len(flat), stack.reshape(-1), flat, channel * stack[0].size, pack([model]), res, grad)
     return res, grad
 
 
@@ -325,7 +352,8 @@ def energies(res: np.ndarray, flat: np.ndarray, activity: np.ndarray, model: Cha
     their activity: `mlp_predictor.context_energy` with the model's weights. int32: the
     encoder's weights (below 2**15) keep it below 2**27."""
     out = np.empty(len(flat), np.int32)
-    _energies(res.reshape(-1), flat, activity, model.eoffs, model.eweights, model.eextra, out)
+    _on_every_core(_energies, len(flat), res.reshape(-1), flat, activity, model.eoffs, model.eweights, model.eextra,
+                   out)
     return out
 
 
