@@ -517,3 +517,14 @@ def test_crafted_palette_payloads_are_one_clear_error(damage):
     header = container.Header(1, registry.get("mlp").model_id(), w, h, "RGB")
     with pytest.raises(CorruptFileError, match="corrupted mlp data"):
         dcomp.decompress(container.Container(header, [payload]).to_bytes())
+
+
+@pytest.mark.parametrize("shape, bands", [((1, 1, 3), 1), ((5, 7, 1), 2), ((40, 3, 4), 4), ((100, 77, 3), 3)])
+def test_layout_pads_each_band_as_pad_planes_does(shape, bands):
+    from dcomp.methods import mlp
+    image = np.random.default_rng(1).integers(0, 256, shape).astype(np.uint8)
+    layout = mlp.Layout(shape[0], shape[1], bands)
+    stack = layout.pad(image)
+    per_band = [P.pad_planes(image[y0:y0 + hb]) for y0, hb in zip(layout.starts, layout.heights)]
+    assert np.array_equal(stack, np.concatenate(per_band, axis=1))
+    assert np.array_equal(layout.unpad(stack), image)

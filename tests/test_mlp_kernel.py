@@ -90,7 +90,7 @@ def reference_decode(codec: mlp.MlpCodec, payload: bytes, shape) -> np.ndarray:
                 if p % layout.pw == layout.w - 1 + P.PAD_LEFT:  # the right padding
                     vals[at + 1], rflat[at + 1] = vals[at], r
     assert taken.ravel().tolist() == [len(s) for s in coded.streams]
-    out = layout.unpad(stack).astype(np.uint8)
+    out = layout.unpad(stack)
     return np.ascontiguousarray(out.transpose(1, 0, 2)) if transposed else out
 
 

@@ -30,7 +30,7 @@ from dcomp.methods import mlp_kernel as K
 from dcomp.methods import mlp_predictor as P
 from dcomp.methods import pixel_filters as F
 from dcomp.methods.planes import MODE_FILTERED, MODE_PALETTE, decode_filtered, decode_palette, encode_filtered, \
-    encode_palette
+    encode_palette, filtered_cannot_win
 
 MODE_STORED, MODE_PREDICTIVE = 0, 2  # mode 1 is planes.MODE_FILTERED
 HEAD_TRAINED, HEAD_NETWORK_FIT, HEAD_LINEAR_FIT = 0, 1, 2
@@ -54,7 +54,7 @@ PREDICTIVE_SAMPLES_PER_BYTE = 64
 def zigzag(r: np.ndarray) -> np.ndarray:
     """Signed residual in -128..127 to a byte symbol: 0, -1, 1, -2, ... -> 0, 1, 2, 3, ..."""
     r = r.astype(np.int16)
-    return np.where(r >= 0, 2 * r, -2 * r - 1).astype(np.uint8)
+    return ((r << 1) ^ (r >> 15)).astype(np.uint8)  # r >> 15: 0 or -1, the sign
 
 
 def _zz_varint(v: int) -> bytes:
@@ -88,25 +88,45 @@ class Layout:
         return max(1, min(MAX_BANDS, height // BAND_MIN_HEIGHT))
 
     def pad(self, image: np.ndarray) -> np.ndarray:
-        return np.concatenate([P.pad_planes(image[y0:y0 + hb]) for y0, hb in zip(self.starts, self.heights)], axis=1)
+        """The bands of an (H, W, C) image, each as `mlp_predictor.pad_planes` pads it, stacked:
+        filled in place (one copy of a 12-megapixel image, not three)."""
+        c, left, w = image.shape[2], P.PAD_LEFT, self.w
+        out = np.empty((c, len(self.heights) * P.PAD_TOP + self.h, self.pw), dtype=np.int32)
+        for y0, hb, r0 in zip(self.starts, self.heights, self.row0):
+            band = out[:, r0:r0 + hb]
+            band[:, :, left:left + w] = np.moveaxis(image[y0:y0 + hb], 2, 0)
+            band[:, :, :left] = band[:, :, left:left + 1]
+            band[:, :, left + w:] = band[:, :, left + w - 1:left + w]
+            out[:, r0 - P.PAD_TOP:r0] = band[:, :1]
+        return out
 
     def unpad(self, stack: np.ndarray) -> np.ndarray:
-        rows = np.concatenate([np.arange(r, r + hb) for r, hb in zip(self.row0, self.heights)])
-        return np.ascontiguousarray(np.moveaxis(stack[:, rows, P.PAD_LEFT:P.PAD_LEFT + self.w], 0, 2))
+        """The (H, W, C) uint8 image of a padded stack of decoded samples (0..255)."""
+        out = np.empty((self.h, self.w, stack.shape[0]), dtype=np.uint8)
+        for y0, hb, r0 in zip(self.starts, self.heights, self.row0):
+            out[y0:y0 + hb] = np.moveaxis(stack[:, r0:r0 + hb, P.PAD_LEFT:P.PAD_LEFT + self.w], 0, 2)
+        return out
 
     def interior(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Image rows, columns and padded flat positions of the interior samples (x >= 1 and
         y >= 1 within their band) in raster order, which keeps the encoder's gathers
         cache-friendly; and the permutation into decoding order (wavefront, band, y)."""
-        parts = []
-        for b, hb in enumerate(self.heights):
-            yl, xs = np.mgrid[1:hb, 1:self.w].astype(np.int32)
-            parts.append((yl.ravel(), xs.ravel(), np.full(yl.size, b, dtype=np.int32)))
-        yl, xs, band = (np.concatenate(v) for v in zip(*parts))
-        decode_order = np.lexsort((yl, band, xs + 2 * yl))
         # int32 throughout: a 12-megapixel image's index arrays stay at 48 MB each.
-        flat = (self.row0.astype(np.int32)[band] + yl) * np.int32(self.pw) + xs + np.int32(P.PAD_LEFT)
-        return self.starts.astype(np.int32)[band] + yl, xs, flat, decode_order
+        row, col, pad_row = [], [], []
+        for y0, hb, r0 in zip(self.starts, self.heights, self.row0):
+            yl = np.repeat(np.arange(1, hb, dtype=np.int32), self.w - 1)
+            row.append(yl + np.int32(y0))
+            pad_row.append(yl + np.int32(r0))
+            col.append(np.tile(np.arange(1, self.w, dtype=np.int32), max(hb - 1, 0)))
+        ys, xs, rows = np.concatenate(row), np.concatenate(col), np.concatenate(pad_row)
+        # Raster order within each band, bands in turn: sorting that stably by the wavefront
+        # alone leaves ties in (band, y) order. 16-bit keys sort by radix, in linear time.
+        front = xs + 2 * (rows - np.repeat(self.row0.astype(np.int32), [max(hb - 1, 0) * (self.w - 1)
+                                                                        for hb in self.heights]))
+        decode_order = np.argsort(front.astype(np.uint16) if self.w + 2 * max(self.heights) < 1 << 16 else front,
+                                  kind="stable")
+        flat = rows * np.int32(self.pw) + xs + np.int32(P.PAD_LEFT)
+        return ys, xs, flat, decode_order
 
 
 # ---------------------------------------------------------------- the predictor
@@ -259,6 +279,17 @@ def fit_energy(features: np.ndarray, residuals: np.ndarray) -> np.ndarray:
     return np.clip(np.round(ENERGY_SCALE * coef), -ENERGY_WEIGHT_MAX, ENERGY_WEIGHT_MAX).astype(np.int64)
 
 
+CONTEXT_LUT_MAX = 1 << 16  # thresholds below this: contexts by table lookup, not binary search
+
+
+def _contexts(energy: np.ndarray, th: np.ndarray) -> np.ndarray:
+    """How many thresholds are <= each energy (uint8: at most 255 contexts)."""
+    if len(th) and th[-1] < CONTEXT_LUT_MAX:
+        lut = np.searchsorted(th, np.arange(th[-1] + 2), side="right").astype(np.uint8)
+        return lut[np.minimum(energy, th[-1] + 1)]
+    return np.searchsorted(th, energy, side="right").astype(np.uint8)
+
+
 def _choose_contexts(joints: dict, n: int) -> tuple[float, int, dict]:
     """The table count K and each channel's thresholds with the lowest estimated cost (bits),
     from each channel's `cumulative_joint`."""
@@ -304,7 +335,8 @@ class MlpCodec:
         if _pays_for_its_work(predictive, image.shape):
             candidates.append(predictive)
         best = min(len(c) for c in candidates)
-        candidates.append(encode_filtered(image, best))
+        if not filtered_cannot_win(image, best):
+            candidates.append(encode_filtered(image, best))
         palette = encode_palette(image)
         if palette is not None:
             candidates.append(palette)
@@ -405,7 +437,8 @@ class MlpCodec:
             # Thresholds can merge on images with few distinct energies; repeat the last one.
             th = np.concatenate([th, np.full(k - 1 - len(th), th[-1] if len(th) else 0, dtype=np.int64)])
             params += b"".join(write_varint(int(v)) for v in th)
-            ctx = np.searchsorted(th, energy_of(ch, candidates[learned][ch])[decode_order], side="right")
+            ctx = _contexts(energy_of(ch, candidates[learned][ch])[decode_order], th)
+            # k <= 255 contexts: 8-bit keys, which numpy sorts stably by radix.
             by_context = symbols[ch][decode_order][np.argsort(ctx, kind="stable")]
             streams += np.split(by_context, np.cumsum(np.bincount(ctx, minlength=k))[:-1])
         return learned, bytes(params) + symbol_streams.encode(streams)
@@ -459,7 +492,7 @@ class MlpCodec:
         if not K.decode_wavefronts(stack, res, layout.w, layout.row0, layout.heights, order, coded.thresholds, pool,
                                    ends - lengths, ends, models):
             raise ValueError("context streams do not match the image")
-        return layout.unpad(stack).astype(np.uint8)
+        return layout.unpad(stack)
 
     def parse_predictive(self, data: bytes, shape, bands: int, learned: bool) -> "PredictivePayload":
         """Everything of a (possibly transposed) predictive payload but the wavefront walk,
