@@ -119,6 +119,18 @@ def test_huffman_round_trip(dist, n):
     assert len(stream.data) * 8 <= entropy_bits + n + 8
 
 
+@pytest.mark.parametrize("dist", ["two", "skewed", "geometric"])
+def test_huffman_packing_equals_the_bit_string_of_its_codes(dist):
+    symbols = sample(dist, 2 * SYNC_INTERVAL + 5, seed=7)
+    lengths = huffman.code_lengths(np.bincount(symbols, minlength=256))
+    codes = huffman.canonical_codes(lengths)
+    bits = "".join(format(int(codes[s]), f"0{int(lengths[s])}b") for s in symbols)
+    data, sync = huffman.encode(symbols, lengths)
+    assert data == int(bits + "0" * (-len(bits) % 8), 2).to_bytes((len(bits) + 7) // 8, "big")
+    offsets = np.cumsum(lengths[symbols].astype(np.int64)) - lengths[symbols]
+    assert sync.tolist() == offsets[SYNC_INTERVAL::SYNC_INTERVAL].tolist()
+
+
 def test_huffman_several_streams_at_once():
     inputs = [sample("geometric", 5 * SYNC_INTERVAL + 3, 1), sample("single", 9000, 2), np.zeros(0, np.uint8),
               sample("uniform", 1, 3), sample("skewed", SYNC_INTERVAL, 4), sample("two", 2 * SYNC_INTERVAL, 5),

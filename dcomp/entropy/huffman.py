@@ -1,10 +1,12 @@
-"""Canonical, length-limited Huffman codes with vectorized packing and lane-parallel decoding.
+"""Canonical, length-limited Huffman codes, packed and decoded by compiled loops.
 
 The `huffman` package builds the code (its lengths); everything after that is canonical,
 so a table is fully described by 256 code lengths and both sides derive identical codes.
 Decoding a variable-length code is sequential, so each stream carries sync points (the bit
-offset of every SYNC_INTERVAL-th symbol); the decoder advances all lanes of all streams
-together, one numpy step per symbol index instead of one Python step per symbol.
+offset of every SYNC_INTERVAL-th symbol): lanes a decoder may work on independently, and
+every lane must end exactly where the next begins, which catches corruption early. The
+loops are compiled by numba on first use (cached on disk), imported only by what codes
+Huffman streams.
 """
 from __future__ import annotations
 
@@ -62,23 +64,51 @@ def kraft_ok(lengths: np.ndarray) -> bool:
     return len(used) == 0 or int(np.sum(1 << (MAX_CODE_LENGTH - used))) <= (1 << MAX_CODE_LENGTH)
 
 
+def _pack(symbols, codes, lengths, out, sync):
+    """Codes of the symbols MSB-first into out; sync[i] = bit offset of symbol
+    (i + 1) * SYNC_INTERVAL. Returns the number of bytes written."""
+    acc, held, written, bit = 0, 0, 0, 0
+    for i in range(symbols.shape[0]):
+        if i and i % SYNC_INTERVAL == 0:
+            sync[i // SYNC_INTERVAL - 1] = bit
+        s = symbols[i]
+        n = lengths[s]
+        acc = (acc << n) | codes[s]  # held < 8 and n <= 12: acc stays below 2**20
+        held += n
+        bit += n
+        while held >= 8:
+            held -= 8
+            out[written] = (acc >> held) & 255
+            written += 1
+        acc &= (1 << held) - 1
+    if held:
+        out[written] = (acc << (8 - held)) & 255
+        written += 1
+    return written
+
+
+_compiled = None
+
+
+def _packer():
+    """_pack compiled by numba (cached on disk); imported on first use, as only encoders pack."""
+    global _compiled
+    if _compiled is None:
+        import numba
+        _compiled = numba.njit(cache=True, nogil=True)(_pack)
+    return _compiled
+
+
 def encode(symbols: np.ndarray, lengths: np.ndarray) -> tuple[bytes, np.ndarray]:
     """Pack symbols MSB-first; return the bytes and the bit offsets of every SYNC_INTERVAL-th symbol."""
-    symbols = np.asarray(symbols, dtype=np.int64)
+    symbols = np.asarray(symbols, dtype=np.uint8)
     lengths = np.asarray(lengths, dtype=np.int64)
-    codes = canonical_codes(lengths)
-    sym_len = lengths[symbols]
-    if np.any(sym_len == 0):
+    if np.any(lengths[np.flatnonzero(np.bincount(symbols, minlength=ALPHABET))] == 0):
         raise ValueError("symbol without a code")
-    sym_code = codes[symbols]
-    ends = np.cumsum(sym_len)
-    starts = ends - sym_len
-    total = int(ends[-1]) if len(ends) else 0
-    bits = np.zeros(total, dtype=np.uint8)
-    for j in range(int(sym_len.max(initial=0))):
-        sel = sym_len > j
-        bits[starts[sel] + j] = (sym_code[sel] >> (sym_len[sel] - 1 - j)) & 1
-    return np.packbits(bits).tobytes(), starts[::SYNC_INTERVAL][1:].copy()
+    out = np.empty((len(symbols) * int(lengths.max(initial=0)) + 7) // 8, dtype=np.uint8)
+    sync = np.empty(max(0, (len(symbols) - 1) // SYNC_INTERVAL), dtype=np.int64)
+    written = _packer()(symbols, canonical_codes(lengths).astype(np.int64), lengths, out, sync)
+    return out[:written].tobytes(), sync
 
 
 def decode_table(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +131,47 @@ class HuffmanStream:
 
     def __init__(self, data: bytes, lengths: np.ndarray, count: int, sync: np.ndarray):
         self.data, self.lengths, self.count, self.sync = data, lengths, count, sync
+
+
+_TRUNCATED, _BAD_CODE, _BAD_LENGTH = 1, 2, 3
+_DECODE_ERRORS = {_TRUNCATED: "stream shorter than its symbol count", _BAD_CODE: "invalid code in stream",
+                  _BAD_LENGTH: "stream length does not match its symbols"}
+
+
+def _decode_lanes(buf, starts, ends, last, counts, lut_base, sym_lut, len_lut, out):
+    """Each lane's symbols into its row of out; 0, or what was wrong (_DECODE_ERRORS).
+    buf holds 4 zero bytes past the data, so every window read stays inside it."""
+    mask = (1 << MAX_CODE_LENGTH) - 1
+    limit = buf.shape[0] - 3
+    for lane in range(starts.shape[0]):
+        pos = starts[lane]
+        for k in range(counts[lane]):
+            byte = pos >> 3
+            if byte > limit:  # a count larger than the stream's bits: corrupt, not a crash
+                return _TRUNCATED
+            window = (np.int64(buf[byte]) << 16) | (np.int64(buf[byte + 1]) << 8) | np.int64(buf[byte + 2])
+            idx = lut_base[lane] + ((window >> (24 - MAX_CODE_LENGTH - (pos & 7))) & mask)
+            n = len_lut[idx]
+            if n == 0:
+                return _BAD_CODE
+            out[lane, k] = sym_lut[idx]
+            pos += n
+        # Inner lanes must end exactly at the next sync point; a last lane only in its padding.
+        if pos > ends[lane] or (pos != ends[lane] and not last[lane]) or ends[lane] - pos >= 8:
+            return _BAD_LENGTH
+    return 0
+
+
+_compiled_decode = None
+
+
+def _compiled_decoder():
+    """_decode_lanes compiled by numba (cached on disk), imported on first use."""
+    global _compiled_decode
+    if _compiled_decode is None:
+        import numba
+        _compiled_decode = numba.njit(cache=True, nogil=True)(_decode_lanes)
+    return _compiled_decode
 
 
 def decode_many(streams: list[HuffmanStream]) -> list[np.ndarray]:
@@ -136,37 +207,16 @@ def decode_many(streams: list[HuffmanStream]) -> list[np.ndarray]:
         byte_base += len(s.data)
     if not lane_table:
         return outputs
-    buf = np.frombuffer(b"".join(buffers) + b"\0\0\0\0", dtype=np.uint8).astype(np.int64)
-    order = np.argsort(-np.asarray(lane_count), kind="stable")
-    counts = np.asarray(lane_count)[order]
-    pos = np.asarray(lane_bit, dtype=np.int64)[order]
-    ends = np.asarray(lane_end, dtype=np.int64)[order]
-    last = np.asarray(lane_last)[order]
-    lut_base = np.asarray(lane_table, dtype=np.int64)[order] << MAX_CODE_LENGTH
-    sym_lut = np.concatenate(sym_luts)
-    len_lut = np.concatenate(len_luts)
-    out = np.empty((len(order), int(counts[0])), dtype=np.uint8)
-    mask = (1 << MAX_CODE_LENGTH) - 1
-    active = len(order)
-    limit = len(buf) - 3
-    for step in range(int(counts[0])):
-        while counts[active - 1] <= step:
-            active -= 1
-        p = pos[:active]
-        byte = p >> 3
-        if byte.max() > limit:  # a count larger than the stream's bits: corrupt, not a crash
-            raise ValueError("stream shorter than its symbol count")
-        window = (buf[byte] << 16) | (buf[byte + 1] << 8) | buf[byte + 2]
-        idx = lut_base[:active] + ((window >> (24 - MAX_CODE_LENGTH - (p & 7))) & mask)
-        out[:active, step] = sym_lut[idx]
-        step_len = len_lut[idx]
-        if not step_len.all():
-            raise ValueError("invalid code in stream")
-        pos[:active] = p + step_len
-    # Inner lanes must end exactly at the next sync point; a last lane only in its padding.
-    if np.any(pos > ends) or np.any((pos != ends) & ~last) or np.any(ends - pos >= 8):
-        raise ValueError("stream length does not match its symbols")
-    for row, lane in enumerate(order):
+    buf = np.frombuffer(b"".join(buffers) + b"\0\0\0\0", dtype=np.uint8)
+    counts = np.asarray(lane_count, dtype=np.int64)
+    out = np.empty((len(counts), int(counts.max())), dtype=np.uint8)
+    status = _compiled_decoder()(buf, np.asarray(lane_bit, dtype=np.int64), np.asarray(lane_end, dtype=np.int64),
+                                 np.asarray(lane_last), counts, np.asarray(lane_table, dtype=np.int64) << MAX_CODE_LENGTH,
+                                 np.concatenate(sym_luts), np.concatenate(len_luts), out)
+    if status:
+        raise ValueError(_DECODE_ERRORS[status])
+    order = range(len(counts))
+    for lane in order:
         index, start = lane_out[lane]
-        outputs[index][start:start + counts[row]] = out[row, :counts[row]]
+        outputs[index][start:start + counts[lane]] = out[lane, :counts[lane]]
     return outputs
