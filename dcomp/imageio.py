@@ -150,6 +150,11 @@ def output_suffixes() -> list[str]:
     return [s for s, (fmt, _) in OUTPUT_FORMATS.items() if available.get(fmt, True)]
 
 
+# zlib level of written PNGs: a decoded image is mostly an intermediate, and the default
+# level 6 takes 2.7x as long as 3 for 8% smaller files (2.5 s against 0.9 s on 4000x3000).
+PNG_COMPRESS_LEVEL = 3
+
+
 def encode_image(arr: np.ndarray, suffix: str) -> bytes:
     """Encode a decoded image in the format its suffix names (PNG when there is none):
     losslessly, but for JPEG (quality 95, no chroma subsampling) and AVIF (quality 90)."""
@@ -165,6 +170,7 @@ def encode_image(arr: np.ndarray, suffix: str) -> bytes:
     buf = io.BytesIO()
     options = {"WEBP": {"lossless": True, "quality": 100, "exact": True},
                "JPEG": {"quality": JPEG_QUALITY, "subsampling": 0},
-               "AVIF": {"quality": AVIF_QUALITY}}.get(fmt, {})
+               "AVIF": {"quality": AVIF_QUALITY},
+               "PNG": {"compress_level": PNG_COMPRESS_LEVEL}}.get(fmt, {})
     to_pil(arr).save(buf, fmt, **options)
     return buf.getvalue()
