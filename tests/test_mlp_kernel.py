@@ -219,6 +219,57 @@ def test_kernel_decoder_every_band_count(bands_height, channels, weights_file):
     _check_decoders(codec, image, payload)
 
 
+def _one_core(monkeypatch) -> None:
+    monkeypatch.setattr(K, "usable_cores", lambda: 1)
+    monkeypatch.setattr(symbol_streams, "usable_cores", lambda: 1)
+
+
+def _two_cores(monkeypatch) -> None:
+    monkeypatch.setattr(K, "usable_cores", lambda: 2)
+    monkeypatch.setattr(symbol_streams, "usable_cores", lambda: 2)
+
+
+THREADED_SHAPE = (280, 300)  # landscape (coded untransposed), past K.THREAD_MIN_SAMPLES
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_threads_change_no_byte_and_no_pixel(channels, weights_file, monkeypatch):
+    """The encoder's slices, the streams and the decoder's channel pipeline on two threads:
+    the same file as on one core, decoded to the same image either way."""
+    codec = codec_with(None)
+    image = make_image("crop", *THREADED_SHAPE, channels, np.random.default_rng(channels))
+    header = Header(1, codec.model_id(), image.shape[1], image.shape[0], MODES[channels])
+    _two_cores(monkeypatch)
+    threaded = _encode(codec, image, "auto")
+    assert np.array_equal(codec.decode(header, [threaded]), image)
+    _one_core(monkeypatch)
+    assert _encode(codec, image, "auto") == threaded
+    assert np.array_equal(codec.decode(header, [threaded]), image)
+
+
+@pytest.mark.parametrize("cut", [1, 64, 4096])
+def test_a_channel_running_out_of_symbols_stops_the_pipeline(cut, weights_file, monkeypatch):
+    """A stream cut short makes one channel's thread fail: the others stop, no hang."""
+    _two_cores(monkeypatch)
+    codec = codec_with(None)
+    image = make_image("crop", *THREADED_SHAPE, 3, np.random.default_rng(5))
+    payload = _encode(codec, image, "auto")
+    transposed, bands, learned = mlp.predictive_flags(payload[1])
+    assert not transposed
+    coded = codec.parse_predictive(payload, image.shape, bands, learned)
+    layout = coded.layout
+    streams = [s.copy() for s in coded.streams]
+    longest = int(np.argmax([len(s) for s in streams]))
+    streams[longest] = streams[longest][:-cut]
+    lengths = np.array([len(s) for s in streams], dtype=np.int64)
+    ends = np.cumsum(lengths)
+    stack = layout.pad(coded.image)
+    models = [codec.predictor.channel_model(ch, coded.priors[ch], layout.pw, stack[0].size,
+                                            [(coded.kind, coded.heads[ch])], coded.energy[ch]) for ch in coded.order]
+    assert not K.decode_wavefronts(stack, layout.pad(coded.border_res), layout.w, layout.row0, layout.heights,
+                                   coded.order, coded.thresholds, np.concatenate(streams), ends - lengths, ends, models)
+
+
 @pytest.mark.parametrize("nets_seed", [0, 1, 2])
 @pytest.mark.parametrize("predictor", ["trained", "network", "linear"])
 def test_kernel_decoder_with_random_networks_and_heads(nets_seed, predictor, monkeypatch):
@@ -331,7 +382,7 @@ rng = np.random.default_rng(0)
 image = (rng.integers(0, 40, (24, 30, 3)) + np.arange(30)[None, :, None] * 6).astype(np.uint8)
 payload = codec._encode_predictive(image, "auto")
 assert np.array_equal(codec.decode(Header(1, codec.model_id(), 30, 24, "RGB"), [payload]), image)
-kernels = (K._encode_pass, K._decode)
+kernels = (K._encode_pass, K._decode_fronts)
 print(sum(sum(k.stats.cache_hits.values()) for k in kernels), sum(sum(k.stats.cache_misses.values()) for k in kernels))
 """
 

@@ -8,9 +8,12 @@ alike, so one zstd frame over all of them is much smaller than one per table.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import zstandard
 
+from dcomp.blas import usable_cores
 from dcomp.varint import read_varint, write_varint
 from dcomp.entropy import huffman
 
@@ -47,35 +50,50 @@ def zstd_decompress(data: bytes, size: int) -> np.ndarray:
     return np.concatenate(chunks)
 
 
+def _coded(symbols: np.ndarray) -> tuple[int, bytes, np.ndarray | None]:
+    """(coder, payload, Huffman code lengths or None) of one non-empty stream, the cheapest."""
+    hist = np.bincount(symbols, minlength=256)
+    lengths = huffman.code_lengths(hist)
+    huff_bits = int((hist * lengths).sum())
+    options = [(len(symbols), STORED, symbols.tobytes(), None)]
+    # Table cost estimate: about 2 bits per used symbol after joint compression.
+    options.append((huff_bits / 8 + np.count_nonzero(lengths) / 4 + 2 + 3 * (len(symbols) // 4096),
+                    HUFFMAN, None, lengths))
+    if huff_bits < ZSTD_TRY_BITS * len(symbols) or len(symbols) < 4096:
+        packed = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(symbols.tobytes())
+        options.append((len(packed) + 2, ZSTD, packed, None))
+    _, kind, payload, lengths = min(options, key=lambda o: o[0])
+    if kind == HUFFMAN:
+        data, sync = huffman.encode(symbols, lengths)
+        deltas = np.diff(np.concatenate([[0], sync]))
+        payload = b"".join(write_varint(int(d)) for d in deltas) + write_varint(len(data)) + data
+    elif kind == ZSTD:
+        payload = write_varint(len(payload)) + payload
+    return kind, payload, lengths if kind == HUFFMAN else None
+
+
+# Streams of more symbols than this in all are coded on every usable core (zstd and the
+# Huffman packer release the GIL): each stream's choice is its own, so the bytes are the same.
+THREADED_SYMBOLS = 1 << 20
+
+
 def encode(streams: list[np.ndarray]) -> bytes:
-    kinds, counts, payloads, all_lengths = [], [], [], []
-    for symbols in streams:
-        symbols = np.asarray(symbols, dtype=np.uint8)
-        counts.append(len(symbols))
-        if len(symbols) == 0:
-            kinds.append(EMPTY)
-            payloads.append(b"")
-            continue
-        hist = np.bincount(symbols, minlength=256)
-        lengths = huffman.code_lengths(hist)
-        huff_bits = int((hist * lengths).sum())
-        options = [(len(symbols), STORED, symbols.tobytes(), None)]
-        # Table cost estimate: about 2 bits per used symbol after joint compression.
-        options.append((huff_bits / 8 + np.count_nonzero(lengths) / 4 + 2 + 3 * (len(symbols) // 4096),
-                        HUFFMAN, None, lengths))
-        if huff_bits < ZSTD_TRY_BITS * len(symbols) or len(symbols) < 4096:
-            packed = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(symbols.tobytes())
-            options.append((len(packed) + 2, ZSTD, packed, None))
-        _, kind, payload, lengths = min(options, key=lambda o: o[0])
-        if kind == HUFFMAN:
-            data, sync = huffman.encode(symbols, lengths)
-            deltas = np.diff(np.concatenate([[0], sync]))
-            payload = b"".join(write_varint(int(d)) for d in deltas) + write_varint(len(data)) + data
-            all_lengths.append(lengths)
-        elif kind == ZSTD:
-            payload = write_varint(len(payload)) + payload
+    streams = [np.asarray(symbols, dtype=np.uint8) for symbols in streams]
+    counts = [len(symbols) for symbols in streams]
+    busy = [symbols for symbols in streams if len(symbols)]
+    cores = usable_cores()
+    if sum(counts) > THREADED_SYMBOLS and cores > 1:
+        with ThreadPoolExecutor(cores) as pool:
+            coded = iter(list(pool.map(_coded, busy)))
+    else:
+        coded = iter([_coded(symbols) for symbols in busy])
+    kinds, payloads, all_lengths = [], [], []
+    for count in counts:
+        kind, payload, lengths = next(coded) if count else (EMPTY, b"", None)
         kinds.append(kind)
         payloads.append(payload)
+        if lengths is not None:
+            all_lengths.append(lengths)
     out = [write_varint(len(streams))]
     out += [bytes([k]) + write_varint(c) for k, c in zip(kinds, counts)]
     if all_lengths:

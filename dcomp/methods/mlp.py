@@ -112,20 +112,23 @@ class Layout:
         y >= 1 within their band) in raster order, which keeps the encoder's gathers
         cache-friendly; and the permutation into decoding order (wavefront, band, y)."""
         # int32 throughout: a 12-megapixel image's index arrays stay at 48 MB each.
-        row, col, pad_row = [], [], []
+        n = sum(max(hb - 1, 0) for hb in self.heights) * max(self.w - 1, 0)
+        ys, xs, flat, front = (np.empty(n, np.int32) for _ in range(4))
+        x = np.arange(1, self.w, dtype=np.int32)
+        at = 0
         for y0, hb, r0 in zip(self.starts, self.heights, self.row0):
-            yl = np.repeat(np.arange(1, hb, dtype=np.int32), self.w - 1)
-            row.append(yl + np.int32(y0))
-            pad_row.append(yl + np.int32(r0))
-            col.append(np.tile(np.arange(1, self.w, dtype=np.int32), max(hb - 1, 0)))
-        ys, xs, rows = np.concatenate(row), np.concatenate(col), np.concatenate(pad_row)
+            yl = np.arange(1, hb, dtype=np.int32)[:, None]
+            part = slice(at, at + yl.size * x.size)
+            shape = (yl.size, x.size)
+            ys[part].reshape(shape)[:] = yl + np.int32(y0)
+            xs[part].reshape(shape)[:] = x
+            flat[part].reshape(shape)[:] = (yl + np.int32(r0)) * np.int32(self.pw) + (x + np.int32(P.PAD_LEFT))
+            front[part].reshape(shape)[:] = 2 * yl + x
+            at = part.stop
         # Raster order within each band, bands in turn: sorting that stably by the wavefront
         # alone leaves ties in (band, y) order. 16-bit keys sort by radix, in linear time.
-        front = xs + 2 * (rows - np.repeat(self.row0.astype(np.int32), [max(hb - 1, 0) * (self.w - 1)
-                                                                        for hb in self.heights]))
         decode_order = np.argsort(front.astype(np.uint16) if self.w + 2 * max(self.heights) < 1 << 16 else front,
                                   kind="stable")
-        flat = rows * np.int32(self.pw) + xs + np.int32(P.PAD_LEFT)
         return ys, xs, flat, decode_order
 
 
@@ -259,16 +262,16 @@ def choose_bins(cum_joint: np.ndarray, k: int) -> tuple[np.ndarray, float]:
 def cumulative_joint(energy: np.ndarray, symbols: np.ndarray) -> np.ndarray:
     """Row e + 1: how often each symbol occurs with a clipped energy <= e (row 0: none), so
     that any bin's histogram is a difference of two rows."""
-    joint = np.bincount(np.minimum(energy, ENERGY_CLIP).astype(np.int64) * 256 + symbols,
-                        minlength=(ENERGY_CLIP + 1) * 256).reshape(ENERGY_CLIP + 1, 256)
+    joint = K.joint_histogram(energy, symbols, ENERGY_CLIP)
     return np.concatenate([np.zeros((1, 256), np.int64), np.cumsum(joint, axis=0)])
 
 
-def estimated_bits(symbols: np.ndarray, ctx: np.ndarray, k: int) -> float:
-    hist = np.bincount(ctx.astype(np.int64) * 256 + symbols, minlength=256 * k).reshape(k, 256).astype(np.float64)
-    total = hist.sum(axis=1, keepdims=True)
-    p = np.where(hist > 0, hist / np.maximum(total, 1), 1)
-    return float(-(hist * np.log2(p)).sum() + 0.03 * len(symbols) + 2.5 * np.count_nonzero(hist))
+def estimated_bits(hist: np.ndarray) -> float:
+    """Estimated bits of symbols with this histogram coded with one table of their own."""
+    hist = hist.astype(np.float64)
+    n = hist.sum()
+    p = np.where(hist > 0, hist / max(n, 1), 1)
+    return float(-(hist * np.log2(p)).sum() + 0.03 * n + 2.5 * np.count_nonzero(hist))
 
 
 def fit_energy(features: np.ndarray, residuals: np.ndarray) -> np.ndarray:
@@ -277,17 +280,6 @@ def fit_energy(features: np.ndarray, residuals: np.ndarray) -> np.ndarray:
     design = np.concatenate([features.astype(np.float64), np.ones((len(features), 1))], axis=1)
     coef = np.linalg.lstsq(design, np.abs(residuals).astype(np.float64), rcond=None)[0]
     return np.clip(np.round(ENERGY_SCALE * coef), -ENERGY_WEIGHT_MAX, ENERGY_WEIGHT_MAX).astype(np.int64)
-
-
-CONTEXT_LUT_MAX = 1 << 16  # thresholds below this: contexts by table lookup, not binary search
-
-
-def _contexts(energy: np.ndarray, th: np.ndarray) -> np.ndarray:
-    """How many thresholds are <= each energy (uint8: at most 255 contexts)."""
-    if len(th) and th[-1] < CONTEXT_LUT_MAX:
-        lut = np.searchsorted(th, np.arange(th[-1] + 2), side="right").astype(np.uint8)
-        return lut[np.minimum(energy, th[-1] + 1)]
-    return np.searchsorted(th, energy, side="right").astype(np.uint8)
 
 
 def _choose_contexts(joints: dict, n: int) -> tuple[float, int, dict]:
@@ -388,7 +380,7 @@ class MlpCodec:
                 residuals[kind][ch] = r
 
         def cost(kind):
-            bits = sum(estimated_bits(zigzag(r), np.zeros(len(r), np.int32), 1) for r in residuals[kind].values())
+            bits = sum(estimated_bits(K.residual_histogram(r)) for r in residuals[kind].values())
             return bits / 8 + (0 if kind == HEAD_TRAINED else sum(len(heads[ch][kind].to_bytes()) for ch in order))
         kind = min(kinds, key=cost)
         head_params = bytes([kind]) + b"".join(heads[ch][kind].to_bytes() for ch in order if kind != HEAD_TRAINED)
@@ -417,19 +409,21 @@ class MlpCodec:
                                 for ch in order}
 
         def energy_of(ch, weights):
+            """The channel's energies, clipped where no threshold can tell them apart (every
+            threshold is at most ENERGY_CLIP + 1): 16 bits, 24 MB per 12-megapixel channel."""
             model = self.predictor.channel_model(ch, priors[ch], layout.pw, res_stack[0].size, [(HEAD_TRAINED, None)],
                                                  weights)
-            return K.energies(res_stack, flat, gradients[ch], model)
+            return np.minimum(K.energies(res_stack, flat, gradients[ch], model), ENERGY_CLIP + 1).astype(np.uint16)
 
         best = None
         for learned, weights in candidates.items():
-            # One channel's energies at a time: a 12-megapixel image's encoder stays under 2 GB.
-            joints = {ch: cumulative_joint(energy_of(ch, weights[ch]), symbols[ch]) for ch in order}
+            energies = {ch: energy_of(ch, weights[ch]) for ch in order}
+            joints = {ch: cumulative_joint(energies[ch], symbols[ch]) for ch in order}
             params = b"".join(_zz_varint(int(v)) for ch in order for v in weights[ch]) if learned else b""
             bits, k, bins = _choose_contexts(joints, len(flat))
             if best is None or bits + 8 * len(params) < best[0]:
-                best = (bits + 8 * len(params), learned, params, k, bins)
-        _, learned, params, k, bins = best
+                best = (bits + 8 * len(params), learned, params, k, bins, energies)
+        _, learned, params, k, bins, energies = best
         params = bytearray(params + bytes([k]))
         streams = []
         for ch in order:
@@ -437,10 +431,10 @@ class MlpCodec:
             # Thresholds can merge on images with few distinct energies; repeat the last one.
             th = np.concatenate([th, np.full(k - 1 - len(th), th[-1] if len(th) else 0, dtype=np.int64)])
             params += b"".join(write_varint(int(v)) for v in th)
-            ctx = _contexts(energy_of(ch, candidates[learned][ch])[decode_order], th)
-            # k <= 255 contexts: 8-bit keys, which numpy sorts stably by radix.
-            by_context = symbols[ch][decode_order][np.argsort(ctx, kind="stable")]
-            streams += np.split(by_context, np.cumsum(np.bincount(ctx, minlength=k))[:-1])
+            # Each (clipped) energy's context: how many thresholds are <= it.
+            lut = np.searchsorted(th, np.arange(ENERGY_CLIP + 2), side="right").astype(np.int64)
+            by_context = K.streams_by_context(symbols[ch], energies[ch], decode_order, lut)
+            streams += by_context + [np.zeros(0, np.uint8)] * (k - len(by_context))
         return learned, bytes(params) + symbol_streams.encode(streams)
 
     # ------------------------------------------------------------ decompress

@@ -7,9 +7,10 @@ CPU: in `$NUMBA_CACHE_DIR` when that is set, else in `__pycache__` beside this f
 (a read-only install) in `~/.cache/numba`. Where nothing can be written they are compiled in
 every process, with a warning and identical results.
 
-The encoder's loops work on a slice [start, end) of the samples and release the GIL, so the
-encoder runs them on every usable core from Python threads. (numba's own parallel loops need
-a threading layer: OpenMP hangs in a process forked after using it, and workqueue aborts when
+The loops release the GIL and run on every usable core from Python threads: the encoder's on
+slices of the samples, the decoder's one coded channel per thread, each channel a block of
+wavefronts behind the one before it (`_ChannelPipeline`). (numba's own parallel loops need a
+threading layer: OpenMP hangs in a process forked after using it, and workqueue aborts when
 two threads call in at once; a batch worker or a bench pool may do either.)
 
 Exactness: as in `mlp_predictor` (normative, and the reference the tests compare these loops
@@ -20,6 +21,7 @@ without fused multiply-adds, and the compiler is free to vectorize them (`reasso
 """
 from __future__ import annotations
 
+import threading
 import warnings
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
@@ -254,6 +256,59 @@ def _energies(res, flat, first, stop, activity, eoffs, eweights, eextra, out):
 
 
 @_jit
+def _joint_histogram(energy, symbols, clip, out):
+    for i in range(energy.shape[0]):
+        out[min(energy[i], clip), symbols[i]] += 1
+
+
+def joint_histogram(energy: np.ndarray, symbols: np.ndarray, clip: int) -> np.ndarray:
+    """(clip + 1, 256) int64: how often each symbol (uint8) occurs with each energy, energies
+    above clip counted at clip."""
+    out = np.zeros((clip + 1, 256), np.int64)
+    _joint_histogram(energy, symbols, clip, out)
+    return out
+
+
+@_jit
+def _residual_histogram(res, out):
+    for i in range(res.shape[0]):
+        r = np.int64(res[i])
+        out[2 * r if r >= 0 else -2 * r - 1] += 1
+
+
+def residual_histogram(res: np.ndarray) -> np.ndarray:
+    """(256,) int64: how often each symbol occurs among the residuals (-128..127, int16) as
+    mlp.zigzag maps them."""
+    out = np.zeros(256, np.int64)
+    _residual_histogram(res, out)
+    return out
+
+
+@_jit
+def _by_context(symbols, energy, decode_order, lut, out, counts):
+    for i in range(decode_order.shape[0]):
+        counts[lut[energy[decode_order[i]]]] += 1
+    start = np.zeros(counts.shape[0], np.int64)
+    for k in range(1, counts.shape[0]):
+        start[k] = start[k - 1] + counts[k - 1]
+    for i in range(decode_order.shape[0]):
+        j = decode_order[i]
+        k = lut[energy[j]]
+        out[start[k]] = symbols[j]
+        start[k] += 1
+
+
+def streams_by_context(symbols: np.ndarray, energy: np.ndarray, decode_order: np.ndarray, lut: np.ndarray
+                       ) -> list[np.ndarray]:
+    """The symbols (uint8) split by context lut[energy] into one stream per context, each in
+    decoding order: a counting sort, one pass to count and one to place."""
+    out = np.empty(len(symbols), np.uint8)
+    counts = np.zeros(int(lut.max(initial=0)) + 1, np.int64)
+    _by_context(symbols, energy, decode_order, lut, out, counts)
+    return np.split(out, np.cumsum(counts)[:-1])
+
+
+@_jit
 def _front_positions(t, row0, heights, width, pw, pos, last):
     """Flat positions of wavefront t's interior samples, band by band, y ascending, whether
     each is in the last column; their count."""
@@ -299,25 +354,52 @@ def _take_symbols(vals, res, pos, last, n, c, own, model, scratch, th, pool, ptr
 
 
 @_jit
-def _decode(vals, res, row0, heights, width, pw, plane, order, th, pool, ptr, end, model):
-    """Every interior sample, wavefront by wavefront, channel by channel."""
+def _decode_fronts(vals, res, row0, heights, width, pw, plane, order, th, pool, ptr, end, model, c, t0, t1):
+    """Coded channel c's interior samples of wavefronts t0 <= t < t1."""
     cap = max(1, heights.sum())
     scratch = _scratch(model, min(cap, DECODE_BLOCK))
     pos = np.empty(cap, np.int64)
     last = np.empty(cap, np.bool_)
-    for t in range(3, (width - 1) + 2 * (heights.max() - 1) + 1):
+    for t in range(t0, t1):
         n = _front_positions(t, row0, heights, width, pw, pos, last)
-        for c in range(order.shape[0]):
-            for start in range(0, n, DECODE_BLOCK):  # in order: the symbols' order within the wavefront
-                m = min(DECODE_BLOCK, n - start)
-                block = pos[start:start + m]
-                _predict(vals, block, m, c, model, scratch)
-                if _take_symbols(vals, res, block, last[start:start + m], m, c, order[c] * plane, model, scratch, th,
-                                 pool, ptr, end):
-                    return STREAM_EXHAUSTED
+        for start in range(0, n, DECODE_BLOCK):  # in order: the symbols' order within the wavefront
+            m = min(DECODE_BLOCK, n - start)
+            block = pos[start:start + m]
+            _predict(vals, block, m, c, model, scratch)
+            if _take_symbols(vals, res, block, last[start:start + m], m, c, order[c] * plane, model, scratch, th,
+                             pool, ptr, end):
+                return STREAM_EXHAUSTED
     return 0
 
 
+# Wavefronts per call of the decoder's loop: the channels' threads hand each other blocks of
+# this many (a thread waits at most one block for the channel before it).
+FRONT_BLOCK = 32
+
+
+class _ChannelPipeline:
+    """The coded channels decoded on threads, channel c at most up to where channel c - 1 has
+    finished. Equivalent to decoding each wavefront channel by channel: every channel has its
+    own streams, and a sample reads the channels before it only at its own pixel and in
+    wavefronts already decoded."""
+
+    def __init__(self, channels: int, blocks: int):
+        self.done = [0] * channels  # blocks finished, per channel
+        self.failed = False
+        self.blocks = blocks
+        self.changed = threading.Condition()
+
+    def run(self, c: int, decode_block) -> None:
+        for j in range(self.blocks):
+            with self.changed:
+                self.changed.wait_for(lambda: self.failed or c == 0 or self.done[c - 1] > j)
+                if self.failed:
+                    return
+            ok = decode_block(c, j) == 0
+            with self.changed:
+                self.failed |= not ok
+                self.done[c] = j + 1
+                self.changed.notify_all()
 # Fewer samples than this per thread: one thread (starting threads would cost more).
 THREAD_MIN_SAMPLES = 1 << 16
 
@@ -366,7 +448,22 @@ def decode_wavefronts(stack: np.ndarray, res: np.ndarray, width: int, row0: np.n
     out of symbols or one was left over."""
     ptr = starts.astype(np.int64)
     end = ends.astype(np.int64)
-    status = _decode(stack.reshape(-1), res.reshape(-1), row0.astype(np.int64), np.asarray(heights, np.int64),
-                     width, stack.shape[2], stack[0].size, np.asarray(order, np.int64), thresholds.astype(np.int64),
-                     pool, ptr, end, pack(models))
-    return status == 0 and bool(np.all(ptr == end))
+    heights = np.asarray(heights, np.int64)
+    args = (stack.reshape(-1), res.reshape(-1), row0.astype(np.int64), heights, width, stack.shape[2], stack[0].size,
+            np.asarray(order, np.int64), thresholds.astype(np.int64), pool, ptr, end, pack(models))
+    first, stop = 3, (width - 1) + 2 * (int(heights.max()) - 1) + 1  # t = x + 2y over x, y >= 1
+    blocks = max(0, -(-(stop - first) // FRONT_BLOCK))
+
+    def decode_block(c: int, j: int) -> int:
+        return _decode_fronts(*args, c, first + j * FRONT_BLOCK, min(stop, first + (j + 1) * FRONT_BLOCK))
+
+    channels = len(order)
+    if usable_cores() == 1 or channels == 1 or int(heights.sum()) * width < THREAD_MIN_SAMPLES:
+        ok = all(decode_block(c, j) == 0 for c in range(channels) for j in range(blocks))
+    else:
+        pipeline = _ChannelPipeline(channels, blocks)
+        with ThreadPoolExecutor(channels) as pool_:
+            for done in [pool_.submit(pipeline.run, c, decode_block) for c in range(channels)]:
+                done.result()
+        ok = not pipeline.failed
+    return ok and bool(np.all(ptr == end))
