@@ -4,7 +4,7 @@ PIP     := .venv/bin/pip
 DATA    ?= ../shared/data
 KODAK   ?= $(DATA)/kodak
 
-.PHONY: install test test-slow fuzz bench-lossless bench-memory bench-ablation bench-lossy-kodak bench-lossy-cifar10 bench-memory-lossy bench-gan-kodak bench-gan-cifar10 train-mlp train-cnn-ae train-cnn-ae-ft train-gan-ae train-gan-ae-dc bench-rnn-kodak bench-rnn-cifar10 bench-rnn-bits bench-memory-rnn train-cnn-rnn-ae clean
+.PHONY: install test test-slow fuzz bench-lossless bench-memory bench-ablation bench-lossy-kodak bench-lossy-cifar10 bench-memory-lossy bench-gan-kodak bench-gan-cifar10 train-mlp train-cnn-ae train-cnn-ae-ft train-gan-ae train-gan-ae-dc bench-rnn-kodak bench-rnn-cifar10 bench-rnn-bits bench-memory-rnn train-cnn-rnn-ae clean bench-batch
 
 # torch first, pinned to the CPU build on disk: letting pip resolve torch would pull CUDA wheels.
 install:
@@ -113,3 +113,9 @@ train-gan-ae-dc:
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache results
+
+# Batch compression on a local Dask cluster (dcomp batch): mlp and cnn-ae, 1 worker against 2 (one
+# torch and one BLAS thread each), on 200 CIFAR-10 test images and the 24 Kodak images, then one
+# worker killed half-way through a run and the rerun timed; table on stdout, results/batch-throughput.json.
+bench-batch:
+	$(PY) -m dcomp.batch.throughput --kodak $(KODAK) --cifar $(DATA)/cifar10-subset --json results/batch-throughput.json

@@ -1,5 +1,5 @@
-"""BLAS thread control: one thread for the many small products of a wavefront decoder,
-all cores for the few large ones of an encoder.
+"""Thread control: one BLAS thread for the many small products of a wavefront decoder, all
+cores for the few large ones of an encoder (and for mlp's encoder kernels), unless capped.
 
 OpenBLAS threads spin while they wait, which makes small products 10x slower when another
 process is busy (measured), so dcomp starts with one thread (dcomp/__init__.py) and opens
@@ -40,13 +40,26 @@ def _find() -> None:
     _setter = _getter = False
 
 
+_cap: int | None = None  # set by cap_threads
+
+
+def cap_threads(n: int) -> None:
+    """Use at most n threads for each of dcomp's computations in this process, BLAS and
+    dcomp's own kernels: for a process that shares the cores with others doing the same work
+    (a batch worker), where more threads only oversubscribe them (mlp 3x slower, measured)."""
+    global _cap
+    _cap = max(1, n)
+
+
 def usable_cores() -> int:
     """The cores this process may run on (taskset, cgroups' affinity), not the machine's: more
-    BLAS threads than that only contend (5x slower measured under taskset -c 1)."""
+    BLAS threads than that only contend (5x slower measured under taskset -c 1). At most the
+    cap_threads cap."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return min(cores, _cap) if _cap is not None else cores
 
 
 @contextmanager

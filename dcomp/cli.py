@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dcomp.batch.plan import DEFAULT_BENCH_TASK_SIZE, DEFAULT_TASK_SIZE
 from dcomp.cli_outputs import STDIO, UsageError, check_writable, plan_outputs, read_input, refuse_terminal, \
     write_output
 from dcomp.errors import DcompError, UnknownMethodError
@@ -40,6 +41,15 @@ train_app = typer.Typer(rich_markup_mode=None, help="Train a method's weights.\n
                                                     "  DCOMP_WEIGHTS_DIR=trained dcomp methods   # use them",
                         no_args_is_help=True, context_settings=CONTEXT)
 app.add_typer(train_app, name="train")
+batch_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True, context_settings=CONTEXT,
+                        help="Compress, decompress or benchmark whole folder trees on a Dask cluster.\n\n"
+                             "Outputs mirror the input tree; a rerun skips every complete output, so an "
+                             "interrupted run continues where it stopped. Needs pip install 'dcomp[cluster]'.\n\n"
+                             "\b\nExamples:\n"
+                             "  dcomp batch compress photos/ -o archive/ --workers 2\n"
+                             "  dcomp batch decompress archive/ -o restored/ --cluster tcp://HOST:8786\n"
+                             "  dcomp batch bench --dataset kodak --methods mlp --codecs png")
+app.add_typer(batch_app, name="batch")
 err = Console(stderr=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -452,9 +462,27 @@ def bench(
       dcomp bench --dataset path/to/folder --methods mlp \\
           --codecs png,webp-lossless --jobs 2
     """
-    from dcomp import registry
-    from dcomp.bench import report, runner
+    from dcomp.bench import runner
     from dcomp.bench.crops import CropRequest
+
+    if crops < 1 or not crop_bpp > 0:
+        _fail("--crops and --crop-bpp must be positive", EXIT_USAGE)
+    if save_crops and save_crops.exists() and not save_crops.is_dir():
+        _fail(f"--save-crops {save_crops} is not a folder", EXIT_USAGE)
+    config, name, out_dir = _bench_setup(dataset, methods_, codecs, qualities, limit, device, jobs, data_dir, split,
+                                         out, resume, force)
+    request = CropRequest(save_crops, crops, crop_bpp) if save_crops else None
+    _bench_measure(lambda progress: runner.run(config, out_dir, resume=resume, force=force, log=_say,
+                                               progress=progress, crop_request=request), out_dir, name, json_out)
+
+
+def _bench_setup(dataset: str, methods_: Optional[str], codecs: Optional[str], qualities: Optional[str],
+                 limit: Optional[int], device: str, jobs: int, data_dir: Optional[Path], split: str,
+                 out: Optional[Path], resume: bool, force: bool):
+    """A bench's configuration, data set name and results folder, checked before any work
+    (exit 2 if they cannot be used): `dcomp bench` and `dcomp batch bench` share them."""
+    from dcomp import registry
+    from dcomp.bench import runner
     from dcomp.classical import CODECS
 
     try:
@@ -468,10 +496,6 @@ def bench(
         q_list = [int(q) for q in qualities.split(",")] if qualities else None
         if jobs < 1 or (limit is not None and limit < 1):
             raise UsageError("--jobs and --limit must be positive")
-        if crops < 1 or not crop_bpp > 0:
-            raise UsageError("--crops and --crop-bpp must be positive")
-        if save_crops and save_crops.exists() and not save_crops.is_dir():
-            raise UsageError(f"--save-crops {save_crops} is not a folder")
         name = Path(dataset).name if dataset not in ("cifar10", "kodak") else dataset
         out_dir = out or Path("results") / f"bench-{name}"
         runner.check_out_dir(out_dir, resume, force)  # before any work: a rerun must not replace results
@@ -479,6 +503,14 @@ def bench(
         _fail(str(exc), EXIT_USAGE)
     config = runner.BenchConfig(dataset, method_list, codec_list, q_list, limit, device, jobs,
                                 str(data_dir) if data_dir else None, split)
+    return config, name, out_dir
+
+
+def _bench_measure(measure: Callable, out_dir: Path, name: str, json_out: bool) -> None:
+    """Run `measure(progress) -> points` under a progress bar, then write and print the report
+    (also after Ctrl-C, from the points measured so far)."""
+    from dcomp.bench import report, runner
+
     interrupted = False
     # A bar only on a terminal: in a log or a pipe it would leave a blank line before the messages.
     bar = Progress(TextColumn("measuring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -486,9 +518,7 @@ def bench(
     task = bar.add_task("images", total=None)
     try:
         with bar:
-            points = runner.run(config, out_dir, resume=resume, force=force, log=_say,
-                                progress=lambda done, total: bar.update(task, completed=done, total=total),
-                                crop_request=CropRequest(save_crops, crops, crop_bpp) if save_crops else None)
+            points = measure(lambda done, total: bar.update(task, completed=done, total=total))
     except runner.Interrupted as stop:  # a Ctrl-C before measuring began has nothing to report
         interrupted = True
         _say("interrupted: writing the report from the points measured so far (--resume continues)")
@@ -748,6 +778,198 @@ def train_cnn_rnn_ae(
         _fail(str(exc), EXIT_FAILED)
     err.print(f"wrote {out} (sha256 {record['sha256'][:16]}…) after {record['steps']} steps, "
               f"{record['seconds_total']} s in all", highlight=False)
+
+
+# Options the batch commands share.
+WORKERS_OPTION = typer.Option(None, "--workers", "-w", metavar="N", show_default=False,
+                              help="Start a local cluster of N worker processes (default: one per core).")
+CLUSTER_OPTION = typer.Option(None, "--cluster", metavar="ADDRESS", show_default=False,
+                              help="Run on the Dask scheduler at ADDRESS (tcp://HOST:8786) instead; inputs and "
+                                   "outputs must be on storage its workers see at the same paths.")
+THREADS_OPTION = typer.Option(1, "--threads-per-worker", metavar="N",
+                              help="Tasks a local worker runs at once (each with one torch thread).")
+BATCH_LOG_OPTION = typer.Option(None, "--log", metavar="PATH", show_default=False,
+                                help="The run's JSON Lines log, one record per image (default: a new "
+                                     "dcomp-batch-*.jsonl in the output folder; appended to if it exists).")
+BATCH_JSON_OPTION = _flag("--json", help="Print the summary as one JSON object on standard output.")
+BATCH_QUIET_OPTION = _flag("--quiet", "-s", help="No progress or summary on standard error (failures still are).")
+BATCH_FORCE_OPTION = _flag("--force", help="Redo every image, replacing existing outputs (by default complete "
+                                           "ones are skipped and others reported).")
+SOURCE_ARGUMENT = typer.Argument(..., metavar="FOLDER|MANIFEST", show_default=False,
+                                 help="A folder (walked recursively; dot files skipped) or a manifest: a text file "
+                                      "listing one path a line, relative to its folder.")
+BATCH_OUTPUT_OPTION = typer.Option(..., "-o", "--output", metavar="FOLDER", show_default=False,
+                                   help="Output folder, mirroring the input tree (created if missing).")
+
+
+def _task_size_option(default: int, unit: str):
+    return typer.Option(default, "--task-size", metavar="N",
+                        help=f"{unit} per task, at most (fewer where that gives each worker 4 tasks to share).")
+
+
+def _check_cluster_options(workers: Optional[int], address: Optional[str], threads: int) -> None:
+    if workers is not None and address is not None:
+        raise UsageError("give --workers (a local cluster) or --cluster (a running one), not both")
+    if (workers is not None and workers < 1) or threads < 1:
+        raise UsageError("--workers and --threads-per-worker must be positive")
+
+
+def _connect(workers: Optional[int], address: Optional[str], threads: int):
+    """The cluster to run on (imports Dask: EngineMissing, a DcompError, if it is not installed)."""
+    from dcomp.batch import cluster
+    from dcomp.blas import usable_cores
+
+    return cluster.connect(address, workers or usable_cores(), threads)
+
+
+def _batch_job(command: str, source: Path, output: Path, options, workers: Optional[int], address: Optional[str],
+               threads: int, task_size: int, log: Optional[Path], json_out: bool, quiet: bool) -> None:
+    """Plan (usage errors before a cluster starts), run, report; exit 1 if an image failed."""
+    from dcomp.batch import run
+    from dcomp.batch.plan import PlanError
+
+    job = run.Job(command, source, output, options, task_size, log)
+    try:
+        _check_cluster_options(workers, address, threads)
+        items = run.plan(job)
+    except (UsageError, PlanError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+    code = EXIT_OK
+    try:
+        with _connect(workers, address, threads) as client:
+            summary = run.run(job, client, items, quiet=quiet)
+    except run.Interrupted as stop:
+        summary, code = stop.summary, 130
+    except DcompError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    if json_out:
+        print(json.dumps(summary.to_dict()))
+    elif not quiet:
+        for line in summary.lines():
+            _say(line)
+    if code:
+        _say("interrupted: run the same command again to continue (complete outputs are skipped)")
+    raise typer.Exit(code or (EXIT_FAILED if summary.failed else EXIT_OK))
+
+
+@batch_app.command("compress", epilog="\b\nExamples:\n"
+                                      "  dcomp batch compress photos/ -o archive/     # mlp, one worker per core\n"
+                                      "  dcomp batch compress photos/ -o small/ -m cnn-ae-ft -q 3 --workers 8\n"
+                                      "  dcomp batch compress list.txt -o archive/ --cluster tcp://HOST:8786\n"
+                                      "  dcomp batch compress photos/ -o archive/ --json | jq .bpp")
+def batch_compress(
+    source: Path = SOURCE_ARGUMENT,
+    output: Path = BATCH_OUTPUT_OPTION,
+    method: str = typer.Option("mlp", "-m", "--method", metavar="METHOD", help="As for `dcomp compress`."),
+    quality: Optional[int] = typer.Option(None, "-q", "--quality", metavar="Q", show_default=False,
+                                          help="Lossy quality, as for `dcomp compress` (default: the method's)."),
+    workers: Optional[int] = WORKERS_OPTION,
+    address: Optional[str] = CLUSTER_OPTION,
+    threads: int = THREADS_OPTION,
+    task_size: int = _task_size_option(DEFAULT_TASK_SIZE, "Images"),
+    force: bool = BATCH_FORCE_OPTION,
+    log: Optional[Path] = BATCH_LOG_OPTION,
+    json_out: bool = BATCH_JSON_OPTION,
+    quiet: bool = BATCH_QUIET_OPTION,
+    device: str = DEVICE_OPTION,
+    max_pixels: int = MAX_PIXELS_OPTION,
+) -> None:
+    """Compress every image of a folder tree or a manifest into a mirrored tree of .dcz files.
+
+    Rerun to resume: complete outputs are skipped. Progress and a summary go to standard error,
+    one record per image to the log.
+    """
+    from dcomp import registry
+    from dcomp.batch.worker import Options
+
+    try:
+        _check_device(device)
+        _check_max_pixels(max_pixels)
+        codec = registry.get(method)
+        if quality is not None and (codec.qualities is None or quality not in codec.qualities):
+            raise UsageError(f"-q {quality}: method {method} takes " + ("no -q" if codec.qualities is None else
+                             f"-q {codec.qualities.start}..{codec.qualities.stop - 1}"))
+    except (UsageError, UnknownMethodError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+    _batch_job("compress", source, output, Options(method, quality, device, force, max_pixels), workers, address,
+               threads, task_size, log, json_out, quiet)
+
+
+@batch_app.command("decompress", epilog="\b\nExamples:\n"
+                                        "  dcomp batch decompress archive/ -o restored/ --workers 2\n"
+                                        "  dcomp batch decompress archive/ -o restored/ --cluster tcp://HOST:8786")
+def batch_decompress(
+    source: Path = SOURCE_ARGUMENT,
+    output: Path = BATCH_OUTPUT_OPTION,
+    workers: Optional[int] = WORKERS_OPTION,
+    address: Optional[str] = CLUSTER_OPTION,
+    threads: int = THREADS_OPTION,
+    task_size: int = _task_size_option(DEFAULT_TASK_SIZE, "Files"),
+    force: bool = BATCH_FORCE_OPTION,
+    log: Optional[Path] = BATCH_LOG_OPTION,
+    json_out: bool = BATCH_JSON_OPTION,
+    quiet: bool = BATCH_QUIET_OPTION,
+    device: str = DEVICE_OPTION,
+    max_pixels: int = MAX_PIXELS_OPTION,
+) -> None:
+    """Decompress every .dcz file of a folder tree or a manifest into a mirrored tree of PNGs.
+
+    Rerun to resume: complete outputs (their size and mode checked against each .dcz) are skipped.
+    """
+    from dcomp.batch.worker import Options
+
+    try:
+        _check_device(device)
+        _check_max_pixels(max_pixels)
+    except UsageError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    _batch_job("decompress", source, output, Options(device=device, force=force, max_pixels=max_pixels), workers,
+               address, threads, task_size, log, json_out, quiet)
+
+
+@batch_app.command("bench", epilog="\b\nExamples:\n"
+                                   "  dcomp batch bench --dataset kodak --methods mlp --codecs png --workers 2\n"
+                                   "  dcomp bench --dataset kodak --methods mlp --out results/kodak    # then, into its report:\n"
+                                   "  dcomp batch bench --dataset kodak --methods cnn-ae --out results/kodak --resume")
+def batch_bench(
+    dataset: str = typer.Option(..., "--dataset", help="As for `dcomp bench`: cifar10, kodak, or a folder or archive."),
+    methods_: Optional[str] = typer.Option(None, "--methods", help="dcomp methods, comma-separated (default: all)."),
+    codecs: Optional[str] = typer.Option(None, "--codecs", help="Classical codecs, comma-separated (default: all "
+                                                                "installed; see `dcomp bench --help`)."),
+    qualities: Optional[str] = typer.Option(None, "--qualities", help="Qualities of the lossy dcomp methods."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: results/bench-DATASET)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Cache for downloaded data sets."),
+    split: str = typer.Option("test", "--split", help="CIFAR-10 split: test or train."),
+    resume: bool = _flag("--resume", help="Continue the results in the folder (a local run's too), keeping "
+                                          "its points."),
+    force: bool = _flag("--force", help="Start over in the results folder, replacing its results."),
+    json_out: bool = _flag("--json", help="Print the summary as JSON on standard output."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    workers: Optional[int] = WORKERS_OPTION,
+    address: Optional[str] = CLUSTER_OPTION,
+    threads: int = THREADS_OPTION,
+    task_size: int = _task_size_option(DEFAULT_BENCH_TASK_SIZE, "Images"),
+) -> None:
+    """`dcomp bench` on a Dask cluster: the same points, in the same results folder and report.
+    """
+    from dcomp.batch import bench
+
+    try:
+        _check_cluster_options(workers, address, threads)
+        if task_size < 1:
+            raise UsageError("--task-size must be at least 1")
+    except UsageError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    config, name, out_dir = _bench_setup(dataset, methods_, codecs, qualities, limit, device, 1, data_dir, split,
+                                         out, resume, force)
+
+    def measure(progress: Callable) -> list[dict]:
+        with _connect(workers, address, threads) as client:
+            return bench.run(config, out_dir, client, resume=resume, force=force, task_size=task_size, log=_say,
+                             progress=progress)
+
+    _bench_measure(measure, out_dir, name, json_out)
 
 
 def _click_exceptions():
