@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -273,13 +274,21 @@ def _save_crops(request: crops.CropRequest, images: list, points: list[dict], en
     log(f"crop sheets in {request.folder}/ ({', '.join(path.name for path in written)})")
 
 
-def run(config: BenchConfig, out_dir: Path, resume: bool = False, force: bool = False, log=print,
-        progress=None, crop_request: crops.CropRequest | None = None) -> list[dict]:
-    """Measure everything; return all points (earlier ones too when resuming). With a
-    `crop_request`, then write its crop sheets (see crops).
+@dataclass
+class RunPlan:
+    """What a run measures, decided before any measuring: the same for every executor."""
+    entries: list[Entry]
+    label: str
+    images: list
+    todo: list  # the images with a point still to measure
+    done: set  # (image, codec, setting) of the points already measured
+    points: list[dict]  # every point so far (earlier ones too when resuming); record appends
+    created: Path | None  # the folder this run made, if any (removed again if nothing lands in it)
 
-    Raises OutDirError (see check_out_dir) before any work, and Interrupted on Ctrl-C once
-    measuring has begun."""
+
+def plan_run(config: BenchConfig, out_dir: Path, resume: bool = False, force: bool = False, log=print) -> RunPlan:
+    """The results folder checked and readied (OutDirError before any work), the codecs, the
+    images and, when resuming, the points already there."""
     from dcomp.datasets import resolve_dataset
 
     check_out_dir(out_dir, resume, force)
@@ -297,28 +306,53 @@ def run(config: BenchConfig, out_dir: Path, resume: bool = False, force: bool = 
     else:
         _start_over(out_dir)
         points = []
-    done = {(p["image"], p["codec"], json.dumps(p["setting"])) for p in points if "error" not in p}
+    done = {point_key(p) for p in points if "error" not in p}
     todo = [img for img in images
             if any((img.name, e.name, json.dumps(s)) not in done for e in entries for s in e.settings)]
-    log(f"{label}: {len(images)} images, {len(todo)} to measure, {len(entries)} codecs/methods")
+    return RunPlan(entries, label, images, todo, done, points, created)
+
+
+def point_key(point: dict) -> tuple[str, str, str]:
+    return point["image"], point["codec"], json.dumps(point["setting"])
+
+
+def record(plan: RunPlan, config: BenchConfig, out_dir: Path, measure: Callable[[Callable[[dict], None]], None]
+           ) -> list[dict]:
+    """Run measure(save), which calls save(point) for each point it measures, however it
+    measures them: each point is appended to the folder's points as it comes. Returns every
+    point; Interrupted on Ctrl-C."""
     try:
-        _write_settings(out_dir, config, label, images, entries)
+        _write_settings(out_dir, config, plan.label, plan.images, plan.entries)
         with (out_dir / POINTS).open("a") as sink:
             def save(point: dict) -> None:
                 sink.write(json.dumps(point) + "\n")
                 sink.flush()
-                points.append(point)
+                plan.points.append(point)
 
-            _measure_all(todo, entries, config, done, save, progress)
+            measure(save)
     except KeyboardInterrupt:
-        raise Interrupted(points) from None
+        raise Interrupted(plan.points) from None
     except Exception:
-        if created and not points:  # a folder of this run with nothing measured in it: not left behind
+        if plan.created and not plan.points:  # a folder of this run with nothing measured in it: not left behind
             _start_over(out_dir)
-            remove_empty(created)
+            remove_empty(plan.created)
         raise
+    return plan.points
+
+
+def run(config: BenchConfig, out_dir: Path, resume: bool = False, force: bool = False, log=print,
+        progress=None, crop_request: crops.CropRequest | None = None) -> list[dict]:
+    """Measure everything; return all points (earlier ones too when resuming). With a
+    `crop_request`, then write its crop sheets (see crops).
+
+    Raises OutDirError (see check_out_dir) before any work, and Interrupted on Ctrl-C once
+    measuring has begun."""
+    plan = plan_run(config, out_dir, resume, force, log)
+    log(f"{plan.label}: {len(plan.images)} images, {len(plan.todo)} to measure, {len(plan.entries)} codecs/methods")
+    points = record(plan, config, out_dir,
+                    lambda save: _measure_all(plan.todo, plan.entries, config, plan.done, save, progress))
     if crop_request:
-        _save_crops(crop_request, images, points, entries, config.device, log)
+        _save_crops(crop_request, plan.images, points, plan.entries, config.device, log)
     return points
 
 
