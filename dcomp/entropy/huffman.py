@@ -10,6 +10,8 @@ Huffman streams.
 """
 from __future__ import annotations
 
+import functools
+
 import huffman
 import numpy as np
 
@@ -87,16 +89,12 @@ def _pack(symbols, codes, lengths, out, sync):
     return written
 
 
-_compiled = None
-
-
-def _packer():
-    """_pack compiled by numba (cached on disk); imported on first use, as only encoders pack."""
-    global _compiled
-    if _compiled is None:
-        import numba
-        _compiled = numba.njit(cache=True, nogil=True)(_pack)
-    return _compiled
+@functools.lru_cache(maxsize=None)
+def _compiled(function):
+    """The function compiled by numba (cached on disk); numba is imported on first use, so that
+    only what codes Huffman streams loads it."""
+    import numba
+    return numba.njit(cache=True, nogil=True)(function)
 
 
 def encode(symbols: np.ndarray, lengths: np.ndarray) -> tuple[bytes, np.ndarray]:
@@ -107,7 +105,7 @@ def encode(symbols: np.ndarray, lengths: np.ndarray) -> tuple[bytes, np.ndarray]
         raise ValueError("symbol without a code")
     out = np.empty((len(symbols) * int(lengths.max(initial=0)) + 7) // 8, dtype=np.uint8)
     sync = np.empty(max(0, (len(symbols) - 1) // SYNC_INTERVAL), dtype=np.int64)
-    written = _packer()(symbols, canonical_codes(lengths).astype(np.int64), lengths, out, sync)
+    written = _compiled(_pack)(symbols, canonical_codes(lengths).astype(np.int64), lengths, out, sync)
     return out[:written].tobytes(), sync
 
 
@@ -162,18 +160,6 @@ def _decode_lanes(buf, starts, ends, last, counts, lut_base, sym_lut, len_lut, o
     return 0
 
 
-_compiled_decode = None
-
-
-def _compiled_decoder():
-    """_decode_lanes compiled by numba (cached on disk), imported on first use."""
-    global _compiled_decode
-    if _compiled_decode is None:
-        import numba
-        _compiled_decode = numba.njit(cache=True, nogil=True)(_decode_lanes)
-    return _compiled_decode
-
-
 def decode_many(streams: list[HuffmanStream]) -> list[np.ndarray]:
     """Decode several streams at once; raise ValueError if any stream is inconsistent."""
     outputs = [np.empty(s.count, dtype=np.uint8) for s in streams]
@@ -210,7 +196,7 @@ def decode_many(streams: list[HuffmanStream]) -> list[np.ndarray]:
     buf = np.frombuffer(b"".join(buffers) + b"\0\0\0\0", dtype=np.uint8)
     counts = np.asarray(lane_count, dtype=np.int64)
     out = np.empty((len(counts), int(counts.max())), dtype=np.uint8)
-    status = _compiled_decoder()(buf, np.asarray(lane_bit, dtype=np.int64), np.asarray(lane_end, dtype=np.int64),
+    status = _compiled(_decode_lanes)(buf, np.asarray(lane_bit, dtype=np.int64), np.asarray(lane_end, dtype=np.int64),
                                  np.asarray(lane_last), counts, np.asarray(lane_table, dtype=np.int64) << MAX_CODE_LENGTH,
                                  np.concatenate(sym_luts), np.concatenate(len_luts), out)
     if status:
