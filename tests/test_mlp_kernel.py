@@ -270,6 +270,25 @@ def test_a_channel_running_out_of_symbols_stops_the_pipeline(cut, weights_file, 
                                    coded.order, coded.thresholds, np.concatenate(streams), ends - lengths, ends, models)
 
 
+def test_a_channel_that_raises_stops_the_pipeline():
+    """An exception in one channel's thread reaches the caller; the channels after it stop
+    waiting for it (no hang)."""
+    pipeline = K._ChannelPipeline(3, 4)
+    calls = []
+
+    def decode_block(c: int, j: int) -> int:
+        calls.append((c, j))
+        if (c, j) == (0, 1):
+            raise RuntimeError("broken")
+        return 0
+
+    with K.ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(pipeline.run, c, decode_block) for c in range(3)]
+        outcomes = [f.exception(timeout=10) for f in futures]
+    assert isinstance(outcomes[0], RuntimeError) and outcomes[1:] == [None, None]
+    assert pipeline.failed and (0, 2) not in calls and all(j < 1 for c, j in calls if c > 0)
+
+
 @pytest.mark.parametrize("nets_seed", [0, 1, 2])
 @pytest.mark.parametrize("predictor", ["trained", "network", "linear"])
 def test_kernel_decoder_with_random_networks_and_heads(nets_seed, predictor, monkeypatch):

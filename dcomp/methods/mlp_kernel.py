@@ -395,11 +395,14 @@ class _ChannelPipeline:
                 self.changed.wait_for(lambda: self.failed or c == 0 or self.done[c - 1] > j)
                 if self.failed:
                     return
-            ok = decode_block(c, j) == 0
-            with self.changed:
-                self.failed |= not ok
-                self.done[c] = j + 1
-                self.changed.notify_all()
+            ok = False
+            try:
+                ok = decode_block(c, j) == 0
+            finally:  # also when it raises: the channels waiting on this one must not wait forever
+                with self.changed:
+                    self.failed |= not ok
+                    self.done[c] = j + 1
+                    self.changed.notify_all()
 # Fewer samples than this per thread: one thread (starting threads would cost more).
 THREAD_MIN_SAMPLES = 1 << 16
 
