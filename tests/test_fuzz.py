@@ -78,8 +78,8 @@ def variants(image: np.ndarray) -> dict[str, np.ndarray]:
 
 def mlp_sources() -> dict[str, bytes]:
     """Small valid mlp files: L/RGB/RGBA in the predictive mode, the filtered mode (a gradient
-    of 256 levels) and the palette mode (a blocky drawing), stored noise, and a hand-made
-    filtered payload with the xz back-end."""
+    of 256 levels) and the palette modes (a blocky drawing; 64 colours of a ramp, packed),
+    stored noise, and a hand-made filtered payload with the xz back-end."""
     drawing = np.kron(np.random.default_rng(2).integers(0, 4, (3, 4, 3)) * 80, np.ones((7, 8, 1))).astype(np.uint8)
     level = (np.add.outer(np.arange(24) * 7, np.arange(32) * 5) % 256).astype(np.uint8)
     gradient = np.stack([level, (level.astype(int) * 3 % 256).astype(np.uint8), 255 - level], axis=2)
@@ -89,6 +89,9 @@ def mlp_sources() -> dict[str, bytes]:
         out[f"mlp-filtered-{mode}"] = dcomp.compress(image)
     for mode, image in variants(drawing).items():
         out[f"mlp-palette-{mode}"] = dcomp.compress(image)
+    ramp = (np.arange(64)[:, None] * np.array([3, 2, 1])[None, :] + 20).astype(np.uint8)
+    out["mlp-palette-packed"] = dcomp.compress(ramp[np.kron(np.random.default_rng(3).integers(0, 64, (6, 8)),
+                                                            np.ones((4, 4), int))])
     out["mlp-stored"] = dcomp.compress(np.random.default_rng(1).integers(0, 256, (9, 11, 3), dtype=np.uint8))
     out["mlp-filtered-xz"] = Container(Header(1, registry.get("mlp").model_id(), 10, 6, "L"),
                                        [bytes([1, 0, 1]) + _xz(bytes(range(60)))]).to_bytes()
@@ -245,7 +248,7 @@ def test_fuzz_mutated_files_fail_cleanly(tmp_path):
 def test_fuzz_sources_cover_every_mlp_mode():
     modes = {name: container.parse(data).sections[0][0] for name, data in mlp_sources().items()}
     assert {modes["mlp-stored"], modes["mlp-filtered-RGB"], modes["mlp-predictive-RGB"],
-            modes["mlp-palette-RGB"]} == {0, 1, 2, 3}
+            modes["mlp-palette-RGB"], modes["mlp-palette-packed"]} == {0, 1, 2, 3, 4}
     assert all(modes[f"mlp-predictive-{m}"] == 2 for m in ("L", "RGB", "RGBA"))
     assert all(modes[f"mlp-filtered-{m}"] == 1 for m in ("L", "RGB", "RGBA"))
     assert all(modes[f"mlp-palette-{m}"] == 3 for m in ("RGB", "RGBA"))  # L: filtered is as small

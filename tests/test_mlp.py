@@ -498,6 +498,49 @@ def test_more_than_256_colours_are_not_a_palette_image():
     assert encode_palette(image[:8]) is not None  # 256 of them
 
 
+def _ramp_palette_image(channels: int) -> np.ndarray:
+    """64 colours along a ramp (as charts and slides have them), in blocks."""
+    ramp = (np.arange(64)[:, None] * np.array([3, 2, 1, 4])[None, :channels] + 20).astype(np.uint8)
+    blocks = np.random.default_rng(3).integers(0, 64, (12, 16))
+    return ramp[np.kron(blocks, np.ones((4, 4), int))]
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_a_palette_of_similar_colours_is_packed(channels):
+    from dcomp import container
+    from dcomp.methods.planes import MODE_PALETTE_PACKED
+
+    image = _ramp_palette_image(channels)
+    data = dcomp.compress(image[:, :, 0] if channels == 1 else image, "mlp")
+    if channels > 1:  # one channel of 64 levels: the filtered mode can be as small
+        assert container.parse(data).sections[0][0] == MODE_PALETTE_PACKED
+    assert np.array_equal(dcomp.decompress(data).reshape(image.shape), image)
+
+
+@pytest.mark.parametrize("damage", ["no-size", "size-past-end", "colours-not-filtered", "colours-wrong-count",
+                                    "index-out-of-range", "no-indices"])
+def test_crafted_packed_palette_payloads_are_one_clear_error(damage):
+    from dcomp import container
+    from dcomp.errors import CorruptFileError
+    from dcomp.methods.planes import MODE_PALETTE_PACKED, encode_filtered
+    from dcomp.varint import write_varint
+
+    h, w = 6, 5
+    colours = encode_filtered(np.zeros((2, 1, 3), np.uint8), 0)
+    indices = encode_filtered(np.full((h, w, 1), 3 if damage == "index-out-of-range" else 1, np.uint8), 0)
+    head = bytes([MODE_PALETTE_PACKED, 1])
+    payload = {"no-size": head,
+               "size-past-end": head + write_varint(len(colours) + 99) + colours + indices,
+               "colours-not-filtered": head + write_varint(4) + bytes([2, 0, 0, 0]) + indices,
+               "colours-wrong-count": head + write_varint(len(encode_filtered(np.zeros((3, 1, 3), np.uint8), 0)))
+               + encode_filtered(np.zeros((3, 1, 3), np.uint8), 0) + indices,
+               "index-out-of-range": head + write_varint(len(colours)) + colours + indices,
+               "no-indices": head + write_varint(len(colours)) + colours}[damage]
+    header = container.Header(1, registry.get("mlp").model_id(), w, h, "RGB")
+    with pytest.raises(CorruptFileError, match="corrupted|truncated"):
+        dcomp.decompress(container.Container(header, [payload]).to_bytes())
+
+
 @pytest.mark.parametrize("damage", ["index-out-of-range", "short-table", "not-filtered", "empty"])
 def test_crafted_palette_payloads_are_one_clear_error(damage):
     from dcomp import container

@@ -29,8 +29,8 @@ from dcomp.errors import CorruptFileError, WeightsError
 from dcomp.methods import mlp_kernel as K
 from dcomp.methods import mlp_predictor as P
 from dcomp.methods import pixel_filters as F
-from dcomp.methods.planes import MODE_FILTERED, MODE_PALETTE, decode_filtered, decode_palette, encode_filtered, \
-    encode_palette, filtered_cannot_win
+from dcomp.methods.planes import MODE_FILTERED, MODE_PALETTE, MODE_PALETTE_PACKED, decode_filtered, decode_palette, \
+    encode_filtered, encode_palette, filtered_cannot_win
 
 MODE_STORED, MODE_PREDICTIVE = 0, 2  # mode 1 is planes.MODE_FILTERED
 HEAD_TRAINED, HEAD_NETWORK_FIT, HEAD_LINEAR_FIT = 0, 1, 2
@@ -456,7 +456,7 @@ class MlpCodec:
                 return decode_filtered(data, shape)
             if mode == MODE_PREDICTIVE:
                 return self._decode_predictive(data, shape)
-            if mode == MODE_PALETTE:
+            if mode in (MODE_PALETTE, MODE_PALETTE_PACKED):
                 return decode_palette(data, shape)
             raise ValueError(f"unknown mode {mode}")
         except (ValueError, IndexError, zstandard.ZstdError, lzma.LZMAError) as exc:
