@@ -15,6 +15,8 @@ import functools
 import huffman
 import numpy as np
 
+from dcomp.jit import compiled
+
 MAX_CODE_LENGTH = 12
 SYNC_INTERVAL = 4096
 ALPHABET = 256
@@ -89,12 +91,8 @@ def _pack(symbols, codes, lengths, out, sync):
     return written
 
 
-@functools.lru_cache(maxsize=None)
-def _compiled(function):
-    """The function compiled by numba (cached on disk); numba is imported on first use, so that
-    only what codes Huffman streams loads it."""
-    import numba
-    return numba.njit(cache=True, nogil=True)(function)
+# Compiled on first use (dcomp.jit): only what codes Huffman streams loads numba.
+_compiled = functools.lru_cache(maxsize=None)(compiled)
 
 
 def encode(symbols: np.ndarray, lengths: np.ndarray) -> tuple[bytes, np.ndarray]:

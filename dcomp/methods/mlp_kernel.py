@@ -2,10 +2,8 @@
 matching pass over every interior pixel.
 
 numba compiles them on first use (about 4 s for the encoder's, 4 s for the decoder's, on one
-core) and caches the machine code on disk (`cache=True`), keyed by this file's contents and the
-CPU: in `$NUMBA_CACHE_DIR` when that is set, else in `__pycache__` beside this file, else
-(a read-only install) in `~/.cache/numba`. Where nothing can be written they are compiled in
-every process, with a warning and identical results.
+core) and caches the machine code on disk, keyed by this file's contents and the CPU (see
+dcomp.jit, also for where nothing can be cached).
 
 The loops release the GIL and run on every usable core from Python threads: the encoder's on
 slices of the samples, the decoder's one coded channel per thread, each channel a block of
@@ -22,15 +20,14 @@ without fused multiply-adds, and the compiler is free to vectorize them (`reasso
 from __future__ import annotations
 
 import threading
-import warnings
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from dcomp.blas import usable_cores
+from dcomp.jit import compiled
 from dcomp.methods import mlp_predictor as P
 
 STREAM_EXHAUSTED = 1  # the decoder's status: a context needed more symbols than its stream holds
@@ -40,11 +37,7 @@ _FASTMATH = {"reassoc", "contract"}
 
 
 def _jit(function):
-    try:
-        return numba.njit(cache=True, fastmath=_FASTMATH, nogil=True)(function)
-    except RuntimeError as exc:  # no cache location writable: numba refuses cache=True
-        warnings.warn(f"mlp kernels compile in every process ({exc})", RuntimeWarning, stacklevel=2)
-        return numba.njit(fastmath=_FASTMATH, nogil=True)(function)
+    return compiled(function, fastmath=_FASTMATH)
 
 
 @dataclass
