@@ -103,9 +103,12 @@ train-cnn-rnn-ae:
 		--init weights/legacy/cnn-ae-ft.e938af17.npz --minutes 55 --out weights/cnn-rnn-ae.npz --force
 
 # The GAN decoders, fine-tuned from the committed cnn-ae-ft (rerun both when it changes).
+# gan-ae: 12 minutes, then 33 more from where it stopped (the committed weights: 4,747 steps).
 train-gan-ae:
 	.venv/bin/dcomp train gan-ae --data $(DATA)/photos-train --init weights/cnn-ae-ft.npz --minutes 12 \
 		--out weights/gan-ae.npz --force
+	.venv/bin/dcomp train gan-ae --data $(DATA)/photos-train --init weights/cnn-ae-ft.npz --minutes 33 \
+		--out weights/gan-ae.npz --resume
 
 train-gan-ae-dc:
 	.venv/bin/dcomp train gan-ae-dc --data $(DATA)/photos-train --init weights/cnn-ae-ft.npz --minutes 12 \
