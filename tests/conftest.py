@@ -142,3 +142,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def split_payload(payload: bytes) -> tuple[list[bytes], bytes]:
+    """A coefficient payload as (its escape varints, the ANS words)."""
+    from dcomp.varint import read_varint
+
+    n, pos = read_varint(payload, 0)
+    escapes = []
+    for _ in range(n):
+        start = pos
+        _, pos = read_varint(payload, pos)
+        escapes.append(payload[start:pos])
+    return escapes, payload[pos:]

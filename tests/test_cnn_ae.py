@@ -23,9 +23,9 @@ from dcomp import container, registry
 from dcomp import weights as W
 from dcomp.errors import CorruptFileError, UnsupportedError, WeightsError
 from dcomp.methods import cnn_ae, rdoq
-from dcomp.varint import read_varint, write_varint
+from dcomp.varint import write_varint
 
-from conftest import assert_one_error_line, load_fixture
+from conftest import assert_one_error_line, load_fixture, split_payload
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny tensors, one thread
 
@@ -53,17 +53,6 @@ def with_sections(data: bytes, sections: list[bytes]) -> bytes:
     """The same header with other section payloads, CRCs recomputed: what a file corrupted
     *before* framing looks like, so the corruption reaches the method's own checks."""
     return container.Container(container.parse(data).header, sections).to_bytes()
-
-
-def split_payload(payload: bytes) -> tuple[list[bytes], bytes]:
-    """A coefficient payload as (its escape varints, the ANS words)."""
-    n, pos = read_varint(payload, 0)
-    escapes = []
-    for _ in range(n):
-        start = pos
-        _, pos = read_varint(payload, pos)
-        escapes.append(payload[start:pos])
-    return escapes, payload[pos:]
 
 
 def is_this_backbone(path) -> bool:

@@ -21,9 +21,9 @@ from dcomp.entropy import subband_model as S
 from dcomp.entropy.dc import dc_from_residual, dc_residual
 from dcomp.errors import CorruptFileError, UnsupportedError, WeightsError
 from dcomp.methods import cnn_ae
-from dcomp.varint import read_varint, write_varint
+from dcomp.varint import write_varint
 
-from conftest import load_fixture
+from conftest import load_fixture, split_payload
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny tensors, one thread
 
@@ -55,17 +55,6 @@ def lowpass_tables(q: int) -> list[int]:
 
 def zero_bands(height: int, width: int) -> list[np.ndarray]:
     return [np.zeros(s, np.int64) for s in LAYOUT.band_shapes(height, width)]
-
-
-def split_payload(payload: bytes) -> tuple[list[bytes], bytes]:
-    """A coefficient payload as (its escape varints, the ANS words)."""
-    n, pos = read_varint(payload, 0)
-    escapes = []
-    for _ in range(n):
-        start = pos
-        _, pos = read_varint(payload, pos)
-        escapes.append(payload[start:pos])
-    return escapes, payload[pos:]
 
 
 def join_payload(escapes: list[bytes], words: bytes, count: int | None = None) -> bytes:

@@ -199,8 +199,7 @@ def decode_many(streams: list[HuffmanStream]) -> list[np.ndarray]:
                                  np.concatenate(sym_luts), np.concatenate(len_luts), out)
     if status:
         raise ValueError(_DECODE_ERRORS[status])
-    order = range(len(counts))
-    for lane in order:
+    for lane in range(len(counts)):
         index, start = lane_out[lane]
         outputs[index][start:start + counts[lane]] = out[lane, :counts[lane]]
     return outputs

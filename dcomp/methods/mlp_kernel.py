@@ -401,8 +401,8 @@ THREAD_MIN_SAMPLES = 1 << 16
 
 
 def _on_every_core(kernel, n: int, *args) -> None:
-    """kernel(*args[:1], flat, first, stop, *rest) over n samples, cut into one contiguous
-    slice per usable core; every sample's output depends only on the inputs, so the result
+    """kernel(values, flat, first, stop, *rest) for args = (values, flat, *rest), over the
+    n samples of flat cut into one contiguous slice [first, stop) per usable core; every sample's output depends only on the inputs, so the result
     is the same however it is cut."""
     parts = max(1, min(usable_cores(), n // THREAD_MIN_SAMPLES))
     cuts = [n * i // parts for i in range(parts + 1)]
